@@ -1,0 +1,1 @@
+"""binarize: turn pretrained PyTorch networks into binary neural networks."""

@@ -1,0 +1,166 @@
+"""Frozen, validated configuration dataclasses with ``to_dict``/``from_dict``.
+
+Imports nothing else of binarize except ``errors``; names of estimators, scalings and
+transforms are validated where they are used (`convert`), so this module stays a leaf.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from binarize.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class LayerConfig:
+    """How one binary layer is built.
+
+    Attributes:
+        weight_estimator: registry name of the estimator binarizing the latent weights.
+        weight_estimator_args: its hyperparameters (e.g. ``{"o_end": 3.0}`` for reste).
+        input_estimator: estimator for the layer input, or ``None`` for float activations
+            (W1A32). Defaults to the weight estimator's name when omitted in ``from_dict``.
+        input_estimator_args: its hyperparameters.
+        scaling: α rule: ``none``, ``channel_mean`` (XNOR/Bi-Real), ``tensor_mean`` (ReSTE),
+            ``learned``, or any registered scaling.
+        weight_transform: transform applied before binarizing (``libra_pb``) or ``None``.
+    """
+
+    weight_estimator: str = "ste"
+    weight_estimator_args: Mapping[str, Any] = field(default_factory=dict)
+    input_estimator: str | None = "ste"
+    input_estimator_args: Mapping[str, Any] = field(default_factory=dict)
+    scaling: str = "channel_mean"
+    weight_transform: str | None = None
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "weight_estimator_args", dict(self.weight_estimator_args))
+        object.__setattr__(self, "input_estimator_args", dict(self.input_estimator_args))
+        if self.input_estimator == "none":
+            object.__setattr__(self, "input_estimator", None)
+        if self.input_estimator is None and self.input_estimator_args:
+            raise ConfigError(
+                "input estimator arguments given with float inputs (input_estimator=none)",
+                "drop the input estimator arguments or choose an input estimator",
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerConfig:
+        return cls(**_known_keys(cls, data, "layer config"))
+
+    def with_overrides(self, overrides: Mapping[str, Any]) -> LayerConfig:
+        """A copy with ``overrides`` applied (keys checked, one-line error otherwise)."""
+        return dataclasses.replace(self, **_known_keys(LayerConfig, overrides, "layer rule"))
+
+
+@dataclass(frozen=True)
+class LayerRule:
+    """Overrides the decision for the Conv/Linear layers that ``pattern`` matches.
+
+    ``pattern`` is an exact fqn (``layer1.0.conv1``), a regular expression on the fqn
+    (``re:layer4\\..*``), or a class name (``type:Linear``). ``layer`` is the configuration of
+    the matched layers, or ``None`` to keep them float. Precedence: exact fqn > ``re:`` >
+    ``type:`` > the built-in policy (first/last/depthwise/downsample) > the global layer config.
+    """
+
+    pattern: str
+    layer: LayerConfig | None = None
+
+    def __post_init__(self) -> None:
+        if not self.pattern or self.pattern in ("re:", "type:"):
+            raise ConfigError("empty rule pattern", "write e.g. 'layer1.0.conv1=float'")
+        if self.pattern.startswith("re:"):
+            try:
+                re.compile(self.pattern[3:])
+            except re.error as exc:
+                raise ConfigError(
+                    f"rule regex {self.pattern[3:]!r} does not compile ({exc})",
+                    "fix the regular expression after 're:'",
+                ) from None
+
+    @property
+    def kind(self) -> str:
+        """``fqn``, ``re`` or ``type``."""
+        if self.pattern.startswith("re:"):
+            return "re"
+        if self.pattern.startswith("type:"):
+            return "type"
+        return "fqn"
+
+    def matches(self, fqn: str, module_type: type) -> bool:
+        if self.kind == "re":
+            return re.fullmatch(self.pattern[3:], fqn) is not None
+        if self.kind == "type":
+            name = self.pattern[5:]
+            return any(k.__name__ == name or k.__qualname__ == name for k in module_type.__mro__)
+        return fqn == self.pattern
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"pattern": self.pattern, "layer": None if self.layer is None else self.layer.to_dict()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerRule:
+        layer = data.get("layer")
+        return cls(data["pattern"], None if layer is None else LayerConfig.from_dict(layer))
+
+
+@dataclass(frozen=True)
+class BinarizeConfig:
+    """What `convert` binarizes and how.
+
+    Attributes:
+        layer: the configuration of every binarized layer unless a rule says otherwise.
+        keep_first: keep the first weighted layer of the graph float.
+        keep_last: keep the last weighted layer of the graph float.
+        keep_depthwise: keep depthwise convolutions (groups == in_channels > 1) float.
+        keep_downsample: keep 1x1 strided convolutions (residual shortcuts) float: with
+            ``keep_first``/``keep_last`` this is the Bi-Real Net policy.
+        min_fan_in: keep layers whose fan-in (C/g·kh·kw) is below this float: too short a
+            binary dot product loses more than it saves.
+        rules: per-layer overrides, see `LayerRule`.
+        strict: raise instead of falling back to swapping modules by name when tracing fails.
+    """
+
+    layer: LayerConfig = field(default_factory=LayerConfig)
+    keep_first: bool = True
+    keep_last: bool = True
+    keep_depthwise: bool = True
+    keep_downsample: bool = False
+    min_fan_in: int = 16
+    rules: tuple[LayerRule, ...] = ()
+    strict: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "rules", tuple(self.rules))
+        if self.min_fan_in < 0:
+            raise ConfigError(f"min_fan_in={self.min_fan_in} is negative", "use 0 or more")
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["layer"] = self.layer.to_dict()
+        data["rules"] = [rule.to_dict() for rule in self.rules]
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BinarizeConfig:
+        values = _known_keys(cls, data, "binarize config")
+        if "layer" in values:
+            values["layer"] = LayerConfig.from_dict(values["layer"])
+        if "rules" in values:
+            values["rules"] = tuple(LayerRule.from_dict(r) for r in values["rules"])
+        return cls(**values)
+
+
+def _known_keys(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = [key for key in data if key not in valid]
+    if unknown:
+        raise ConfigError(f"unknown {what} key {unknown[0]!r}", f"valid keys: {', '.join(valid)}")
+    return dict(data)

@@ -1,0 +1,44 @@
+"""Errors that carry what went wrong and how to fix it, printed as one line."""
+
+from __future__ import annotations
+
+
+class BinarizeError(Exception):
+    """Base of every error binarize raises on purpose.
+
+    ``str(err)`` is one line: ``"<what> — <fix>"``. The CLI prints it as
+    ``error: <what> — <fix>`` and exits 1.
+    """
+
+    def __init__(self, what: str, fix: str) -> None:
+        self.what = " ".join(str(what).split())
+        self.fix = " ".join(str(fix).split())
+        super().__init__(f"{self.what} — {self.fix}")
+
+
+class ConfigError(BinarizeError, ValueError):
+    """A configuration value, estimator name, rule or recipe is invalid."""
+
+
+class ModelSourceError(BinarizeError):
+    """A model source cannot be found, parsed or loaded."""
+
+
+class UnsafeSourceError(ModelSourceError):
+    """Loading the source would execute code from the file and trust was not given."""
+
+
+class ConversionError(BinarizeError):
+    """A model cannot be converted as asked (tracing failed under strict, unsupported graph)."""
+
+
+class FormatError(BinarizeError):
+    """A packed `.bnz` file is malformed or of an unsupported version."""
+
+
+class DataError(BinarizeError):
+    """A data set is missing or not in the expected layout."""
+
+
+class OutputExistsError(BinarizeError):
+    """An output file exists and overwriting was not asked for."""

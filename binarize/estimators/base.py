@@ -1,0 +1,94 @@
+"""The estimator interface: ±1 forward, surrogate backward, schedule state in buffers."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from binarize.functional import sign, with_surrogate_gradient
+
+
+class Estimator(nn.Module):
+    """A binarizer with a surrogate gradient.
+
+    Forward returns ``forward_value(x)`` (``sign(x)`` with sign(0) = +1 unless an estimator
+    says otherwise); backward returns ``backward(x, g)``, which by default is
+    ``g · derivative(x)``. ``surrogate(x)`` is the function whose derivative the backward is.
+    Schedules are functions of training progress p ∈ [0, 1] set through ``set_progress`` and
+    kept in registered buffers, so checkpoints capture them and ``.to()`` moves them.
+
+    Subclasses set ``name`` (the registry name), ``paper`` and ``summary`` and implement
+    ``derivative`` and ``surrogate`` (or ``backward`` when the rule needs the upstream
+    gradient). Constructor arguments are the hyperparameters: ``hparams()`` returns them so that
+    ``create(name, **est.hparams())`` rebuilds an equal estimator.
+    """
+
+    name: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+    summary: ClassVar[str] = ""
+    #: True for network-level estimators that only work on particular graph structures.
+    stochastic: ClassVar[bool] = False
+
+    def forward(self, x: Tensor) -> Tensor:
+        return with_surrogate_gradient(x, self.forward_value(x), self.backward)
+
+    def forward_value(self, x: Tensor) -> Tensor:
+        """The value the forward pass produces; deterministic ``sign`` unless overridden."""
+        return sign(x)
+
+    def backward(self, x: Tensor, grad: Tensor) -> Tensor:
+        """Gradient w.r.t. ``x`` given the upstream ``grad``."""
+        return grad * self.derivative(x)
+
+    def derivative(self, x: Tensor) -> Tensor:
+        """φ(x), the surrogate's derivative at the current progress."""
+        raise NotImplementedError
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        """f(x), the function whose derivative the backward is."""
+        raise NotImplementedError
+
+    @classmethod
+    def check_graph(cls, model: nn.Module, binary_fqns: list[str]) -> None:
+        """Raises `ConversionError` when a converted model is outside what this estimator covers.
+
+        Called by `convert` with the converted model and the fqns of its binary layers that use
+        this estimator. Per-layer estimators accept any graph; network-level ones (PSA) check
+        the structure between binary layers here.
+        """
+
+    def set_progress(self, progress: float) -> None:
+        """Moves schedules to ``progress`` ∈ [0, 1]; estimators without a schedule ignore it."""
+
+    def hparams(self) -> dict[str, Any]:
+        """Constructor arguments, such that ``create(self.name, **self.hparams())`` is equal."""
+        return {key: getattr(self, key) for key in hparam_defaults(type(self))}
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{key}={value}" for key, value in self.hparams().items())
+
+    def _schedule_buffer(self, name: str, value: float) -> None:
+        """Registers a float64 scalar buffer holding schedule state."""
+        self.register_buffer(name, torch.tensor(float(value), dtype=torch.float64))
+
+    def _apply(self, fn, recurse=True):  # type: ignore[override]
+        # Keep schedule scalars in float64 when the model is cast (e.g. .half()); only move them.
+        saved = {name: buf for name, buf in self._buffers.items() if buf is not None}
+        result = super()._apply(fn, recurse)
+        for name, buf in saved.items():
+            moved = self._buffers[name]
+            if moved is not None and moved.dtype != buf.dtype:
+                self._buffers[name] = moved.to(buf.dtype)
+        return result
+
+
+def hparam_defaults(cls: type[Estimator]) -> dict[str, Any]:
+    """The named constructor arguments of an estimator class with their defaults."""
+    if cls.__init__ is nn.Module.__init__:
+        return {}
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    params = inspect.signature(cls.__init__).parameters
+    return {k: p.default for k, p in params.items() if k != "self" and p.kind in named}

@@ -1,0 +1,1 @@
+"""The ``binarize`` command-line interface (installed as ``binarize.cli``)."""

@@ -1,0 +1,20 @@
+"""The Typer app: one thin module per command, registered here."""
+
+import typer
+
+from binarize.cli import estimators
+
+app = typer.Typer(
+    help="Binarize pretrained PyTorch networks, fine-tune and deploy them.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+@app.callback()
+def main() -> None:
+    """binarize: convert, fine-tune, export and evaluate binary neural networks."""
+
+
+app.command("estimators")(estimators.estimators)
