@@ -26,15 +26,17 @@ class LayerConfig:
             (W1A32). Defaults to the weight estimator's name when omitted in ``from_dict``.
         input_estimator_args: its hyperparameters.
         scaling: α rule: ``none``, ``channel_mean`` (XNOR/Bi-Real), ``tensor_mean`` (ReSTE),
-            ``learned``, or any registered scaling.
-        weight_transform: transform applied before binarizing (``libra_pb``) or ``None``.
+            ``learned``, or any registered scaling; ``None`` takes the weight estimator's own
+            default (its paper's choice, e.g. ``tensor_mean`` for reste), else ``channel_mean``.
+        weight_transform: transform applied before binarizing (``libra_pb``), ``"none"`` for
+            none, or ``None`` for the weight estimator's default (Libra-PB for irnet).
     """
 
     weight_estimator: str = "ste"
     weight_estimator_args: Mapping[str, Any] = field(default_factory=dict)
     input_estimator: str | None = "ste"
     input_estimator_args: Mapping[str, Any] = field(default_factory=dict)
-    scaling: str = "channel_mean"
+    scaling: str | None = None
     weight_transform: str | None = None
 
     def __post_init__(self) -> None:

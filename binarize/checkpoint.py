@@ -1,0 +1,170 @@
+"""Converted models on disk: source + config + plan + state dict, loadable without unpickling.
+
+A checkpoint is a ``torch.save`` of plain data (strings, numbers, lists, dicts, tensors) that
+``torch.load(weights_only=True)`` reads: the model is rebuilt by re-creating the float source
+and replaying the saved conversion plan, then loading the state dict. Nothing in it runs code,
+unless the float source itself was a pickled module (then ``trust=True`` is needed again).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from binarize.config import BinarizeConfig
+from binarize.errors import ModelSourceError, OutputExistsError
+
+FORMAT = "binarize.model"
+VERSION = 1
+
+
+def model_record(model: nn.Module) -> dict[str, Any]:
+    """Everything needed to rebuild ``model`` (converted or float) as plain data."""
+    source = getattr(model, "binarize_source", None) or {"kind": "python"}
+    config = getattr(model, "binarize_config", None)
+    report = getattr(model, "binarize_report", None)
+    shape = input_shape(model)
+    return {
+        "format": FORMAT,
+        "version": VERSION,
+        "producer": f"binarize {_version()}",
+        "source": dict(source),
+        "config": None if config is None else config.to_dict(),
+        "plan": getattr(model, "binarize_plan", None),
+        "mode": None if report is None else report.mode,
+        "input_shape": None if shape is None else list(shape),
+        "state_dict": model.state_dict(),
+    }
+
+
+def model_from_record(
+    record: Mapping[str, Any], *, trust: bool = False, model: nn.Module | None = None
+) -> nn.Module:
+    """Rebuilds the model a `model_record` describes.
+
+    ``model`` supplies the float architecture for records made from a model binarize could
+    not name (``source.kind == "python"``: your own class); it is copied, not changed.
+    """
+    _check_record(record)
+    from binarize.convert.pipeline import rebuild
+    from binarize.sources import build_architecture, module_from_archive
+
+    source = dict(record["source"])
+    kind = source.get("kind")
+    if model is not None:
+        float_model = copy.deepcopy(model)
+        float_model.binarize_source = source
+    elif kind in ("torchvision", "binarize"):
+        float_model = build_architecture(f"{kind}:{source['name']}", **dict(source.get("kwargs") or {}))
+    elif kind in ("pt2", "pickle"):
+        float_model = module_from_archive(source, trust=trust)
+    else:
+        raise ModelSourceError(
+            "this checkpoint was made from a model class binarize cannot name",
+            "rebuild it in Python with load_checkpoint(path, model=YourModel())",
+        )
+    if record.get("input_shape"):
+        float_model.binarize_input_shape = tuple(record["input_shape"])
+    result = float_model
+    if record.get("plan") is not None:
+        config = BinarizeConfig.from_dict(record["config"])
+        result = rebuild(float_model, config, record["plan"], mode=record.get("mode") or "fx")
+    try:
+        result.load_state_dict(record["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise ModelSourceError(
+            f"checkpoint weights do not fit the rebuilt model ({str(exc).splitlines()[0][:160]})",
+            "the checkpoint was written by another binarize version or its source changed",
+        ) from None
+    return result
+
+
+def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) -> Path:
+    """Writes ``model``'s record to ``path`` atomically; refuses to overwrite unless ``force``."""
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", "pass --force to overwrite it or choose another -o")
+    atomic_save({"model": model_record(model)} | {"format": FORMAT}, path)
+    return path
+
+
+def atomic_save(payload: Any, path: Path) -> None:
+    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(handle, "wb") as stream:
+            torch.save(payload, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(
+    path: str | Path, *, trust: bool = False, model: nn.Module | None = None
+) -> nn.Module:
+    """Loads a checkpoint written by `save_checkpoint` (or a training checkpoint holding one)."""
+    from binarize.sources import load_model
+
+    if model is None:
+        return load_model(path, trust=trust)
+    from binarize.sources import _read_torch_file
+
+    return model_from_payload(_read_torch_file(Path(path), trust=False), trust=trust, model=model)
+
+
+def is_checkpoint(payload: Any) -> bool:
+    """True for a model record, or a dict holding one under ``"model"``."""
+    if not isinstance(payload, Mapping):
+        return False
+    record = payload.get("model", payload)
+    return isinstance(record, Mapping) and record.get("format") == FORMAT
+
+
+def model_from_payload(payload: Mapping[str, Any], *, trust: bool = False, model: nn.Module | None = None) -> nn.Module:
+    """The model of a loaded checkpoint file (a bare record or one under ``"model"``)."""
+    record = payload.get("model", payload)
+    if not is_checkpoint(payload):
+        raise ModelSourceError("file is not a binarize checkpoint", "write it with binarize convert or save_checkpoint")
+    return model_from_record(record, trust=trust, model=model)
+
+
+def input_shape(model: nn.Module) -> tuple[int, ...] | None:
+    """The example input shape recorded for ``model`` (from its source), if any."""
+    shape = getattr(model, "binarize_input_shape", None) or getattr(model, "input_shape", None)
+    if shape is None:
+        source = getattr(model, "binarize_source", None) or {}
+        if source.get("kind") == "torchvision":
+            from binarize.sources import IMAGENET_SHAPE
+
+            shape = IMAGENET_SHAPE
+    return None if shape is None else tuple(int(d) for d in shape)
+
+
+def _check_record(record: Mapping[str, Any]) -> None:
+    if record.get("format") != FORMAT:
+        raise ModelSourceError("not a binarize model record", "write it with save_checkpoint")
+    if int(record.get("version", 0)) > VERSION:
+        raise ModelSourceError(
+            f"checkpoint version {record.get('version')} is newer than this binarize ({VERSION})",
+            "upgrade binarize",
+        )
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("binarize")
+    except PackageNotFoundError:
+        return "unknown"

@@ -1,0 +1,198 @@
+"""The conversion pass: copy, trace, decide, swap, check."""
+
+from __future__ import annotations
+
+import copy
+import warnings
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from binarize.config import BinarizeConfig, LayerConfig
+from binarize.convert.policy import WEIGHTED_TYPES, Decision, decide
+from binarize.convert.report import ConversionReport, LayerRow
+from binarize.convert.swap import build_binary, resolved, set_submodule
+from binarize.convert.tracer import called_modules_in_order, trace
+from binarize.errors import ConversionError
+from binarize.estimators import get
+
+
+def convert(
+    model: nn.Module,
+    config: BinarizeConfig | None = None,
+    *,
+    example_inputs: Sequence[torch.Tensor] | None = None,
+) -> nn.Module:
+    """Returns a binary copy of ``model``; ``model`` itself is never changed.
+
+    The copy is traced with torch.fx and each Conv/Linear node the policy selects is swapped
+    for its binary counterpart (first and last weighted layers and depthwise convolutions stay
+    float by default; see `BinarizeConfig`). When tracing fails the copy's modules are swapped
+    by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
+    then give the execution order that finds the first and last layers.
+
+    The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config`` and
+    ``binarize_source`` (where the float model came from, if known) as attributes.
+    """
+    config = config or BinarizeConfig()
+    work = copy.deepcopy(model)
+    work.train(model.training)
+    converted, order, called, mode, notes = _structure(work, config, example_inputs)
+    decisions = plan(converted, config, order, called)
+    return apply_plan(converted, config, decisions, mode=mode, warnings_=notes, source=model)
+
+
+def rebuild(
+    model: nn.Module, config: BinarizeConfig, records: Sequence[Mapping[str, Any]], *, mode: str
+) -> nn.Module:
+    """Replays a saved plan on a float model: the same layers, configured the same way."""
+    work = copy.deepcopy(model)
+    if mode == "fx":
+        work = trace(work)
+        work.binarize_source = getattr(model, "binarize_source", None)
+    for attribute in ("binarize_input_shape",):
+        if hasattr(model, attribute):
+            setattr(work, attribute, getattr(model, attribute))
+    return apply_plan(work, config, plan_from_records(records), mode=mode, source=model)
+
+
+def plan(
+    model: nn.Module, config: BinarizeConfig, order: Sequence[str], called: set[str] | None
+) -> list[Decision]:
+    """Decisions for every weighted layer of ``model`` (in execution order where known)."""
+    weighted = {name: m for name, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES)}
+    candidates = [name for name in order if name in weighted]
+    first = candidates[0] if candidates else None
+    last = candidates[-1] if candidates else None
+    ordered = candidates + [name for name in weighted if name not in candidates]
+    return [
+        decide(
+            config,
+            name,
+            weighted[name],
+            first=first,
+            last=last,
+            called=called is None or name in called,
+        )
+        for name in ordered
+    ]
+
+
+def apply_plan(
+    model: nn.Module,
+    config: BinarizeConfig,
+    decisions: Sequence[Decision],
+    *,
+    mode: str,
+    warnings_: Sequence[str] = (),
+    source: nn.Module | None = None,
+) -> nn.Module:
+    """Swaps in the binary layers ``decisions`` select (in place) and attaches the report."""
+    rows = []
+    by_estimator: dict[str, list[str]] = {}
+    for decision in decisions:
+        module = model.get_submodule(decision.fqn)
+        layer = resolved(decision.layer) if decision.layer is not None else None
+        if layer is not None:
+            set_submodule(model, decision.fqn, build_binary(module, layer))
+            for name in {layer.weight_estimator, layer.input_estimator} - {None}:
+                by_estimator.setdefault(name, []).append(decision.fqn)
+        rows.append(_row(decision.fqn, module, decision.reason, layer))
+    if isinstance(model, torch.fx.GraphModule):
+        model.recompile()
+        model.graph.lint()
+    for name, fqns in by_estimator.items():
+        get(name).check_graph(model, fqns)
+    total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(warnings_))
+    model.binarize_config = config
+    model.binarize_source = getattr(source, "binarize_source", None)
+    model.binarize_plan = [
+        {"fqn": row.fqn, "layer": None if d.layer is None else resolved(d.layer).to_dict(), "reason": d.reason}
+        for row, d in zip(rows, decisions)
+    ]
+    return model
+
+
+def plan_from_records(records: Sequence[Mapping[str, Any]]) -> list[Decision]:
+    """Decisions saved in a checkpoint (``binarize_plan``), replayed exactly on reload."""
+    return [
+        Decision(r["fqn"], None if r["layer"] is None else LayerConfig.from_dict(r["layer"]), r["reason"])
+        for r in records
+    ]
+
+
+def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) -> LayerRow:
+    return LayerRow(
+        fqn=fqn,
+        type=type(module).__name__,
+        shape=tuple(module.weight.shape),
+        params=sum(p.numel() for p in module.parameters(recurse=False)),
+        binarized=layer is not None,
+        reason=reason,
+        weight_estimator=layer.weight_estimator if layer else None,
+        input_estimator=layer.input_estimator if layer else None,
+        scaling=layer.scaling if layer else None,
+        weight_transform=layer.weight_transform if layer else None,
+    )
+
+
+def _structure(
+    work: nn.Module, config: BinarizeConfig, example_inputs: Sequence[torch.Tensor] | None
+) -> tuple[nn.Module, list[str], set[str] | None, str, list[str]]:
+    """(module to rewrite, execution order, called fqns or None, mode, warnings)."""
+    try:
+        gm = trace(work)
+    except Exception as exc:  # tracing can fail with any error the model's forward raises
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        if config.strict:
+            raise ConversionError(
+                f"torch.fx cannot trace {type(work).__name__} ({reason})",
+                "drop --strict to swap modules by name instead, or make forward traceable",
+            ) from None
+        note = f"tracing failed ({reason}); swapped modules by name instead"
+        warnings.warn(f"binarize.convert: {note}", stacklevel=3)
+        order, called = _order_without_graph(work, example_inputs)
+        return work, order, called, "fallback", [note]
+    gm.train(work.training)
+    for attribute in ("binarize_source", "binarize_input_shape", "input_shape"):
+        if hasattr(work, attribute):
+            setattr(gm, attribute, getattr(work, attribute))
+    return gm, called_modules_in_order(gm), set(called_modules_in_order(gm)), "fx", []
+
+
+def _order_without_graph(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor] | None
+) -> tuple[list[str], set[str] | None]:
+    """Execution order from forward hooks when inputs are given, else registration order."""
+    names = [name for name, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES)]
+    if example_inputs is None:
+        inside_attention = {
+            f"{name}.{child}" if name else child
+            for name, m in model.named_modules()
+            if isinstance(m, nn.MultiheadAttention)
+            for child, _ in m.named_children()
+        }
+        return names, {n for n in names if n not in inside_attention}
+    order: list[str] = []
+    hooks = [
+        model.get_submodule(name).register_forward_pre_hook(
+            lambda _m, _i, name=name: order.append(name) if name not in order else None
+        )
+        for name in names
+    ]
+    try:
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            model(*example_inputs)
+        model.train(was_training)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return order, set(order)
+
+
+__all__ = ["apply_plan", "convert", "plan", "plan_from_records"]

@@ -1,0 +1,55 @@
+"""The conversion report: one row per Conv/Linear layer, with counts."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    """One weighted layer: what it is, what happened to it and why."""
+
+    fqn: str
+    type: str
+    shape: tuple[int, ...]
+    params: int
+    binarized: bool
+    reason: str
+    weight_estimator: str | None = None
+    input_estimator: str | None = None
+    scaling: str | None = None
+    weight_transform: str | None = None
+
+
+@dataclass(frozen=True)
+class ConversionReport:
+    """What `convert` did. ``mode`` is ``fx`` (graph rewrite) or ``fallback`` (swap by name,
+    see ``warnings``)."""
+
+    rows: tuple[LayerRow, ...]
+    total_params: int
+    mode: str
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def binarized_layers(self) -> int:
+        return sum(row.binarized for row in self.rows)
+
+    @property
+    def binarized_params(self) -> int:
+        return sum(row.params for row in self.rows if row.binarized)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "mode": self.mode,
+            "warnings": list(self.warnings),
+            "layers": [asdict(row) | {"shape": list(row.shape)} for row in self.rows],
+            "counts": {
+                "layers": len(self.rows),
+                "binarized_layers": self.binarized_layers,
+                "binarized_params": self.binarized_params,
+                "total_params": self.total_params,
+                "binarized_fraction": self.binarized_params / max(self.total_params, 1),
+            },
+        }
