@@ -108,6 +108,36 @@ class LayerRule:
         return {"pattern": self.pattern, "layer": None if self.layer is None else self.layer.to_dict()}
 
     @classmethod
+    def parse(cls, text: str, base: LayerConfig) -> LayerRule:
+        """Parses ``PATTERN=float``, ``PATTERN=binary`` or ``PATTERN=key:value,...``.
+
+        Keys are `LayerConfig` fields or the short forms ``estimator``, ``input``,
+        ``transform``; values override ``base`` (the global layer config).
+        """
+        pattern, sep, value = text.rpartition("=")
+        if not sep or not pattern:
+            raise ConfigError(
+                f"rule {text!r} has no '='",
+                "write PATTERN=float, PATTERN=binary or PATTERN=estimator:reste,scaling:none",
+            )
+        value = value.strip()
+        if value == "float":
+            return cls(pattern, None)
+        if value == "binary":
+            return cls(pattern, base)
+        overrides: dict[str, Any] = {}
+        for item in value.split(","):
+            key, colon, setting = item.partition(":")
+            if not colon:
+                raise ConfigError(
+                    f"rule value {item!r} in {text!r} is not key:value",
+                    "use float, binary, or key:value pairs like estimator:reste,scaling:none",
+                )
+            key = _RULE_KEYS.get(key.strip(), key.strip())
+            overrides[key] = None if setting.strip() == "none" and key == "input_estimator" else setting.strip()
+        return cls(pattern, base.with_overrides(overrides))
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerRule:
         layer = data.get("layer")
         return cls(data["pattern"], None if layer is None else LayerConfig.from_dict(layer))
@@ -158,6 +188,9 @@ class BinarizeConfig:
         if "rules" in values:
             values["rules"] = tuple(LayerRule.from_dict(r) for r in values["rules"])
         return cls(**values)
+
+
+_RULE_KEYS = {"estimator": "weight_estimator", "input": "input_estimator", "transform": "weight_transform"}
 
 
 def _known_keys(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from binarize.errors import BinarizeError
 F = TypeVar("F", bound=Callable[..., Any])
 
 #: Tables, progress and messages go to stderr so that stdout carries only ``--json`` output.
-console = Console(stderr=True)
+console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
 def fail(err: BinarizeError) -> None:
@@ -50,3 +50,37 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):
         return value.item()
     return str(value)
+
+
+def parse_key_values(items: list[str], flag: str) -> dict[str, str]:
+    """``["k=v", ...]`` → ``{"k": "v"}`` with a one-line error for malformed items."""
+    from binarize.errors import ConfigError
+
+    parsed: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"{flag} {item!r} is not KEY=VALUE", f"write e.g. {flag} o_end=3")
+        parsed[key.strip()] = value.strip()
+    return parsed
+
+
+def parse_shape(text: str) -> tuple[int, ...]:
+    """``"1,3,224,224"`` → ``(1, 3, 224, 224)``."""
+    from binarize.errors import ConfigError
+
+    try:
+        shape = tuple(int(part) for part in text.replace("x", ",").split(","))
+    except ValueError:
+        shape = ()
+    if not shape or any(d <= 0 for d in shape):
+        raise ConfigError(f"input shape {text!r} is not a list of positive integers", "write e.g. 1,3,224,224")
+    return shape
+
+
+# Options shared by every command that reads a model.
+ARCH_OPTION = typer.Option(None, "--arch", help="Architecture for a state-dict file: torchvision:NAME or binarize:NAME.")
+WEIGHTS_OPTION = typer.Option(None, "--weights", help="State-dict file to load into a named architecture.")
+TRUST_OPTION = typer.Option(False, "--trust", help="Allow unpickling a whole saved module (runs code from the file).")
+JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout.")
+FORCE_OPTION = typer.Option(False, "--force", help="Overwrite existing output files.")

@@ -2,7 +2,7 @@
 
 import typer
 
-from binarize.cli import estimators
+from binarize.cli import convert, estimators, summary
 
 app = typer.Typer(
     help="Binarize pretrained PyTorch networks, fine-tune and deploy them.",
@@ -17,4 +17,6 @@ def main() -> None:
     """binarize: convert, fine-tune, export and evaluate binary neural networks."""
 
 
+app.command("convert")(convert.convert)
+app.command("summary")(summary.summary)
 app.command("estimators")(estimators.estimators)

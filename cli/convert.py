@@ -1,0 +1,127 @@
+"""``binarize convert``: a float model in, a binary checkpoint and a report out."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from rich.table import Table
+
+from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, load_model, save_checkpoint
+from binarize.checkpoint import input_shape
+from binarize.cli._common import (
+    ARCH_OPTION,
+    FORCE_OPTION,
+    JSON_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    console,
+    emit_json,
+    handles_errors,
+    parse_key_values,
+    parse_shape,
+)
+from binarize.convert import ConversionReport
+from binarize.errors import OutputExistsError
+
+
+@handles_errors
+def convert(
+    source: str = typer.Argument(..., help="torchvision:NAME, binarize:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
+    estimator: str = typer.Option("ste", "--estimator", "-e", help="Weight estimator (see `binarize estimators`)."),
+    estimator_arg: list[str] = typer.Option([], "--estimator-arg", help="Weight estimator hyperparameter KEY=VALUE (repeatable)."),
+    input_estimator: str | None = typer.Option(None, "--input-estimator", help="Input (activation) estimator, or 'none' for float activations. Default: the weight estimator."),
+    input_estimator_arg: list[str] = typer.Option([], "--input-estimator-arg", help="Input estimator hyperparameter KEY=VALUE (repeatable). Default: the --estimator-arg values when the estimators match."),
+    scaling: str | None = typer.Option(None, "--scaling", help="Scaling α: none, channel_mean, tensor_mean, learned, ... Default: the estimator's paper choice, else channel_mean."),
+    weight_transform: str | None = typer.Option(None, "--weight-transform", help="Weight transform before binarizing (libra_pb) or 'none'. Default: the estimator's own."),
+    keep_first: bool = typer.Option(True, "--keep-first/--binarize-first", help="Keep the first weighted layer float."),
+    keep_last: bool = typer.Option(True, "--keep-last/--binarize-last", help="Keep the last weighted layer float."),
+    keep_depthwise: bool = typer.Option(True, "--keep-depthwise/--binarize-depthwise", help="Keep depthwise convolutions float."),
+    keep_downsample: bool = typer.Option(False, "--keep-downsample/--binarize-downsample", help="Keep 1x1 strided (shortcut) convolutions float; with the defaults this is the Bi-Real policy."),
+    min_fan_in: int = typer.Option(16, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
+    rule: list[str] = typer.Option([], "--rule", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (repeatable; fqn > re > type)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail instead of swapping by name when torch.fx cannot trace the model."),
+    shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
+    arch: str | None = ARCH_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    trust: bool = TRUST_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Convert a float model into a binary one and save it as a checkpoint."""
+    weight_args = parse_key_values(estimator_arg, "--estimator-arg")
+    chosen_input = estimator if input_estimator is None else input_estimator
+    input_args = parse_key_values(input_estimator_arg, "--input-estimator-arg") if input_estimator_arg else (
+        weight_args if chosen_input == estimator else {}
+    )
+    layer = LayerConfig(
+        weight_estimator=estimator,
+        weight_estimator_args=weight_args,
+        input_estimator=None if chosen_input == "none" else chosen_input,
+        input_estimator_args={} if chosen_input == "none" else input_args,
+        scaling=scaling,
+        weight_transform=weight_transform,
+    )
+    config = BinarizeConfig(
+        layer=layer,
+        keep_first=keep_first,
+        keep_last=keep_last,
+        keep_depthwise=keep_depthwise,
+        keep_downsample=keep_downsample,
+        min_fan_in=min_fan_in,
+        rules=tuple(LayerRule.parse(text, layer) for text in rule),
+        strict=strict,
+    )
+    out = output or default_output(source)
+    if out.exists() and not force:
+        raise OutputExistsError(f"{out} exists", "pass --force to overwrite it or choose another -o")
+    model = load_model(source, weights=weights, arch=arch, trust=trust)
+    if shape is not None:
+        model.binarize_input_shape = parse_shape(shape)
+    recorded = input_shape(model)
+    example = None if recorded is None else (torch.randn(recorded),)
+    binary = convert_model(model, config, example_inputs=example)
+    save_checkpoint(binary, out, force=force)
+    report: ConversionReport = binary.binarize_report
+    if as_json:
+        emit_json(report.to_dict() | {"output": str(out), "config": config.to_dict()})
+        return
+    render_report(report)
+    console.print(f"saved [bold]{out}[/bold]")
+
+
+def default_output(source: str) -> Path:
+    """``torchvision:resnet18`` → ``resnet18.binarized.pt``; ``dir/m.pt`` → ``dir/m.binarized.pt``."""
+    if ":" in source and not Path(source).exists():
+        return Path(f"{source.split(':', 1)[1]}.binarized.pt")
+    path = Path(source)
+    return path.with_name(f"{path.stem}.binarized.pt")
+
+
+def render_report(report: ConversionReport) -> None:
+    """The conversion report as a table on stderr, with warnings and counts."""
+    table = Table(title=f"conversion ({report.mode})")
+    for column in ("layer", "type", "shape", "params", "decision", "weights/inputs", "scaling"):
+        table.add_column(column, overflow="fold")
+    for row in report.rows:
+        estimators = f"{row.weight_estimator}/{row.input_estimator or 'float'}" if row.binarized else ""
+        table.add_row(
+            row.fqn,
+            row.type,
+            "×".join(map(str, row.shape)),
+            f"{row.params:,}",
+            f"[green]{row.reason}[/green]" if row.binarized else row.reason,
+            estimators,
+            row.scaling or "",
+        )
+    console.print(table)
+    for warning in report.warnings:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
+    counts = report.to_dict()["counts"]
+    console.print(
+        f"binarized {counts['binarized_layers']}/{counts['layers']} layers, "
+        f"{counts['binarized_params']:,} of {counts['total_params']:,} parameters "
+        f"({100 * counts['binarized_fraction']:.1f}%)"
+    )
