@@ -1,0 +1,10 @@
+"""Data sets for fine-tuning: the offline default (``digits``), CIFAR-10 folders, ImageFolder trees.
+
+``get_datasets(spec)`` is the one entry point; ``spec`` is ``digits``, ``cifar10:PATH`` or
+``imagefolder:PATH``. A missing or malformed data set raises a one-line `DataError` that says
+what layout was expected.
+"""
+
+from binarize.data.splits import DataSplits, get_datasets, spec_names
+
+__all__ = ["DataSplits", "get_datasets", "spec_names"]
