@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from binarize.config import BinarizeConfig, LayerConfig
+from binarize.convert.diagnostics import relu_fed_binary_inputs
 from binarize.convert.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.convert.report import ConversionReport, LayerRow
 from binarize.convert.swap import build_binary, resolved, set_submodule
@@ -100,13 +101,21 @@ def apply_plan(
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))
+    notes = list(warnings_)
     if isinstance(model, torch.fx.GraphModule):
         model.recompile()
         model.graph.lint()
+        binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
+        flagged = relu_fed_binary_inputs(model, binary_inputs)
+        if flagged:
+            notes.append(
+                f"{len(flagged)} binary layer(s) binarize a ReLU output, which is +1 everywhere "
+                f"(e.g. {flagged[0]}); use --input-estimator none or a rule to keep them W1A32"
+            )
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(warnings_))
+    model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(notes))
     model.binarize_config = config
     model.binarize_source = getattr(source, "binarize_source", None)
     model.binarize_plan = [

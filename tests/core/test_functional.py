@@ -1,0 +1,18 @@
+"""The shared autograd Function and the sign convention."""
+
+import torch
+
+from binarize.functional import sign, with_surrogate_gradient
+
+
+def test_sign_of_zero_is_plus_one():
+    x = torch.tensor([-2.0, -0.0, 0.0, 1e-30, 3.0])
+    assert sign(x).tolist() == [-1.0, 1.0, 1.0, 1.0, 1.0]
+
+
+def test_surrogate_gradient_replaces_the_true_one():
+    x = torch.tensor([-1.5, -0.5, 0.0, 0.5, 1.5], requires_grad=True)
+    y = with_surrogate_gradient(x, sign(x), lambda inp, g: g * inp.abs())
+    y.backward(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
+    assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
+    assert x.grad.tolist() == [1.5, 1.0, 0.0, 2.0, 7.5]
