@@ -31,6 +31,10 @@ class Estimator(nn.Module):
     summary: ClassVar[str] = ""
     #: True for network-level estimators that only work on particular graph structures.
     stochastic: ClassVar[bool] = False
+    #: Weight transform the estimator's paper uses when the user chose none (e.g. ``libra_pb``).
+    default_weight_transform: ClassVar[str | None] = None
+    #: Scaling the estimator's paper uses when the user chose none (e.g. ``tensor_mean``).
+    default_scaling: ClassVar[str | None] = None
 
     def forward(self, x: Tensor) -> Tensor:
         return with_surrogate_gradient(x, self.forward_value(x), self.backward)

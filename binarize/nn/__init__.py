@@ -7,6 +7,7 @@ from binarize.nn.layers import (
     BinaryLinear,
     binary_counterpart,
 )
+from binarize.nn import libra  # noqa: F401  (registers libra_pb and power_of_two)
 from binarize.nn.scaling import create_scaling, register_scaling, scaling_names
 from binarize.nn.transforms import create_transform, register_transform, transform_names
 

@@ -1,0 +1,60 @@
+"""ReSTE: the rectified straight-through estimator (power-function surrogate).
+
+Wu, Zheng, Liu, Zheng, "Estimator Meets Equilibrium Perspective: A Rectified Straight Through
+Estimator for Binary Neural Networks Training" (ICCV 2023); code: DravenALG/ReSTE.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from binarize.estimators.base import Estimator
+from binarize.estimators.registry import register
+from binarize.functional import sign
+
+
+@register("reste")
+class ReSTE(Estimator):
+    """Forward sign(x); surrogate ``f(x) = sign(x)·min(|x|, t)^(1/o)``, linearised on |x| ≤ m.
+
+    Backward (branch order as in the official code):
+    ``φ = m^(1/o)/m`` for |x| ≤ m (the chord slope, finite at 0),
+    ``φ = (1/o)·|x|^((1−o)/o)`` for m < |x| ≤ t, ``φ = 0`` for |x| > t.
+    Schedule: ``o(p) = 1 + (o_end − 1)·(1 − cos(π·p/2))``; at o = 1, φ ≡ 1 on |x| ≤ t.
+    The paper's scaling is one scalar per layer, mean|W|, not detached (``tensor_mean``).
+    """
+
+    paper = "ReSTE (Wu et al., ICCV 2023)"
+    summary = "power-function surrogate |x|^(1/o), o annealed 1 → o_end (cosine)"
+    default_scaling = "tensor_mean"
+
+    def __init__(self, o_end: float = 3.0, t: float = 1.5, m: float = 0.1) -> None:
+        super().__init__()
+        self.o_end, self.t, self.m = float(o_end), float(t), float(m)
+        self._schedule_buffer("o", 1.0)
+
+    def set_progress(self, progress: float) -> None:
+        self.o.fill_(1.0 + (self.o_end - 1.0) * (1.0 - math.cos(math.pi * progress / 2.0)))
+
+    def derivative(self, x: Tensor) -> Tensor:
+        o = float(self.o)
+        magnitude = x.abs()
+        chord = self.m ** (1.0 / o) / self.m
+        # |x|^((1-o)/o) is infinite at 0 for o > 1; `where` picks the chord there, never multiplies it.
+        power = magnitude.pow((1.0 - o) / o) / o
+        inside = torch.where(magnitude <= self.m, torch.full_like(x, chord), power)
+        return torch.where(magnitude <= self.t, inside, torch.zeros_like(x))
+
+    def surrogate(self, x: Tensor) -> Tensor:
+        o = float(self.o)
+        magnitude = x.abs()
+        chord = self.m ** (1.0 / o) / self.m
+        power = sign(x) * magnitude.clamp(max=self.t).pow(1.0 / o)
+        return torch.where(magnitude <= self.m, x * chord, power)
+
+    def indicator_surrogate(self, x: Tensor) -> Tensor:
+        """The official code's f for the estimating error: ``sign(x)·|x|^(1/o_end)``, no clip."""
+        return sign(x) * x.abs().pow(1.0 / self.o_end)
