@@ -1,0 +1,238 @@
+"""The packed runtime: runs a `.bnz` graph with bitwise kernels for the binary layers.
+
+Imports only `binarize.packed.{format,bits,graph,kernels}`, NumPy and torch (for the float
+ops), so a deployment needs neither the estimators, nor torch.fx, nor onnx.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from binarize.errors import BinarizeError, FormatError
+from binarize.packed import kernels
+from binarize.packed.bits import pad_bits_clear, unpack_signs
+from binarize.packed.format import parse_json, read_bnz, tensor_specs
+from binarize.packed.graph import (
+    BINARY_CONV,
+    BINARY_LINEAR,
+    CONSTANT,
+    FUNCTIONS,
+    MODULE_OPS,
+    Graph,
+    Node,
+    Ref,
+    binary_row_length,
+    parse_graph,
+)
+
+
+class BinaryConv:
+    """A packed binary convolution: ``(K − 2·popcount(a xor w) − border) · α + bias``."""
+
+    def __init__(self, params: Mapping[str, Any], bits: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None) -> None:
+        self.out_channels, self.k = binary_row_length(BINARY_CONV, params)
+        self.dims = params["dims"]
+        self.groups = params["groups"]
+        self.kernel = tuple(params["kernel_size"])
+        self.stride = tuple(params["stride"])
+        self.padding = tuple(params["padding"])
+        self.dilation = tuple(params["dilation"])
+        self.padding_mode = params["padding_mode"]
+        self.binary_input = params["binary_input"]
+        self.in_channels = params["in_channels"]
+        rows = unpack_signs(bits, self.k)
+        self.signs = torch.from_numpy(rows.reshape(self.out_channels, self.in_channels // self.groups, *self.kernel))
+        self.words = kernels.conv_weight_layout(rows, self.groups, self.in_channels // self.groups, self.kernel)
+        self.alpha = torch.from_numpy(alpha).reshape(1, -1, 1, 1)
+        self.bias = None if bias is None else torch.from_numpy(bias).reshape(1, -1, 1, 1)
+        self._border: dict[tuple[int, int], Tensor] = {}
+
+    def __call__(self, x: Tensor) -> Tensor:
+        if self.dims == 1:
+            return self(x.unsqueeze(2)).squeeze(2)
+        if not self.binary_input:  # W1A32: float activations against ±1 weights
+            y = self._float_conv(x, self.signs)
+        else:
+            y = self.accumulators(x).to(torch.float32)
+        y = y * self.alpha
+        return y if self.bias is None else y + self.bias
+
+    def _float_conv(self, x: Tensor, weight: Tensor) -> Tensor:
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            x = F.pad(x, [v for v in reversed(padding) for _ in range(2)], mode=self.padding_mode)
+            padding = (0, 0)
+        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups)
+
+    def accumulators(self, x: Tensor) -> Tensor:
+        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW), bit for bit."""
+        if x.dim() != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected [N, {self.in_channels}, H, W] input, got {list(x.shape)}")
+        padding = self.padding
+        if self.padding_mode != "zeros":
+            # the ±1 of a reflected/replicated pixel is that pixel's own sign: pad, then pack
+            x = F.pad(x, [v for v in reversed(padding) for _ in range(2)], mode=self.padding_mode)
+            padding = (0, 0)
+        height, width = x.shape[2], x.shape[3]
+        out_size = tuple(
+            (size + 2 * p - d * (k - 1) - 1) // s + 1
+            for size, p, d, k, s in zip((height, width), padding, self.dilation, self.kernel, self.stride)
+        )
+        if min(out_size) < 1:
+            raise ValueError(f"input {list(x.shape)} is smaller than the kernel")
+        packed = kernels.pack_conv_input(np.ascontiguousarray(x.detach().numpy(), dtype=np.float32),
+                                         self.groups, padding)
+        mismatches = torch.from_numpy(kernels.conv_popcount(packed, self.words, self.stride, self.dilation, out_size))
+        dot = self.k - 2 * mismatches
+        if any(padding):
+            dot -= self._border_correction(height, width, padding)
+        return dot
+
+    def _border_correction(self, height: int, width: int, padding: tuple[int, int]) -> Tensor:
+        """Σ of the weights on zero-padding taps, which the kernel counted as +1 activations."""
+        key = (height, width)
+        if key not in self._border:
+            indicator = torch.ones(1, self.in_channels, height + 2 * padding[0], width + 2 * padding[1])
+            indicator[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width] = 0
+            border = F.conv2d(indicator, self.signs, None, self.stride, 0, self.dilation, self.groups)
+            self._border[key] = border.round().to(torch.int32)
+        return self._border[key]
+
+
+class BinaryLinear:
+    """A packed binary linear layer: ``(K − 2·popcount(a xor w)) · α + bias``."""
+
+    def __init__(self, params: Mapping[str, Any], bits: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None) -> None:
+        self.out_features, self.k = binary_row_length(BINARY_LINEAR, params)
+        self.binary_input = params["binary_input"]
+        rows = unpack_signs(bits, self.k)
+        self.signs = torch.from_numpy(rows)
+        self.words = kernels.linear_weight_layout(rows)
+        self.alpha = torch.from_numpy(alpha)
+        self.bias = None if bias is None else torch.from_numpy(bias)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        y = self.accumulators(x).to(torch.float32) if self.binary_input else F.linear(x, self.signs)
+        y = y * self.alpha
+        return y if self.bias is None else y + self.bias
+
+    def accumulators(self, x: Tensor) -> Tensor:
+        """The integer dot products ``sign(x) @ signsᵀ`` (int32), bit for bit."""
+        if x.shape[-1] != self.k:
+            raise ValueError(f"expected [..., {self.k}] input, got {list(x.shape)}")
+        rows = np.ascontiguousarray(x.detach().reshape(-1, self.k).numpy(), dtype=np.float32)
+        mismatches = torch.from_numpy(kernels.linear_popcount(kernels.pack_rows(rows), self.words))
+        return (self.k - 2 * mismatches).reshape(*x.shape[:-1], self.out_features)
+
+
+class PackedModel:
+    """A loaded `.bnz` model: call it like the PyTorch model it was exported from."""
+
+    def __init__(self, graph: Graph, steps: list[tuple[Node, Callable[..., Any]]], metadata: Mapping[str, str]) -> None:
+        self.graph = graph
+        self._steps = steps
+        self.metadata = dict(metadata)
+        self._times: dict[str, float] = {}
+
+    @property
+    def binary_layers(self) -> dict[str, BinaryConv | BinaryLinear]:
+        """The packed binary layers by node name (their ``accumulators`` give the integer dots)."""
+        return {node.name: fn for node, fn in self._steps if isinstance(fn, (BinaryConv, BinaryLinear))}
+
+    @staticmethod
+    def set_num_threads(threads: int) -> None:
+        """Threads for the bitwise kernels and torch's float ops."""
+        kernels.set_num_threads(threads)
+        torch.set_num_threads(threads)
+
+    @torch.no_grad()
+    def __call__(self, *inputs: Tensor | np.ndarray, profile: bool = False) -> Any:
+        if len(inputs) != len(self.graph.inputs):
+            raise ValueError(f"expected {len(self.graph.inputs)} input(s), got {len(inputs)}")
+        env: dict[str, Any] = {
+            name: torch.as_tensor(value, dtype=torch.float32) if isinstance(value, np.ndarray) else value
+            for name, value in zip(self.graph.inputs, inputs)
+        }
+        times: dict[str, float] = {}
+        for node, fn in self._steps:
+            start = time.perf_counter() if profile else 0.0
+            args = _resolve(node.args, env)
+            kwargs = _resolve(node.kwargs, env)
+            try:
+                env[node.name] = fn(*args, **kwargs)
+            except BinarizeError:
+                raise
+            except Exception as err:  # a float op refusing its input: one clear line, not a trace
+                raise FormatError(
+                    f"node {node.name!r} ({node.op}) failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}",
+                    "check that the input has the shape the model was exported with",
+                ) from err
+            if profile:
+                times[node.name] = time.perf_counter() - start
+        if profile:
+            self._times = times
+        return _resolve(self.graph.output, env)
+
+    def per_layer_times(self) -> dict[str, float]:
+        """Seconds per node of the last call made with ``profile=True``, in graph order."""
+        return dict(self._times)
+
+    def node_ops(self) -> dict[str, str]:
+        """Each node's op name (e.g. ``binary.conv``, ``module.BatchNorm2d``)."""
+        return {node.name: node.op for node, _ in self._steps}
+
+
+def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
+    if isinstance(value, Ref):
+        return env[value.name]
+    if isinstance(value, list):
+        return [_resolve(v, env) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_resolve(v, env) for v in value)
+    if isinstance(value, dict):
+        return {k: _resolve(v, env) for k, v in value.items()}
+    if isinstance(value, slice):
+        return slice(_resolve(value.start, env), _resolve(value.stop, env), _resolve(value.step, env))
+    return value
+
+
+def _step(node: Node, tensors: Mapping[str, np.ndarray]) -> Callable[..., Any]:
+    """The callable that executes ``node`` (validated by `parse_graph` already)."""
+    if node.op in (BINARY_CONV, BINARY_LINEAR):
+        _, k = binary_row_length(node.op, node.params)
+        bits = tensors[node.tensors["bits"]]
+        if not pad_bits_clear(bits, k):
+            raise FormatError(f"binary layer {node.name!r} has nonzero pad bits",
+                              "the file is corrupted; re-export it")
+        bias = tensors[node.tensors["bias"]] if "bias" in node.tensors else None
+        layer = BinaryConv if node.op == BINARY_CONV else BinaryLinear
+        return layer(node.params, bits, tensors[node.tensors["alpha"]], bias)
+    as_torch = {role: torch.from_numpy(np.array(tensors[name])) for role, name in node.tensors.items()}
+    if node.op == CONSTANT:
+        value = as_torch["value"]
+        return lambda: value
+    kind, _, target = node.op.partition(".")
+    if kind == "module":
+        spec = MODULE_OPS[target]
+        module_tensors = {role: as_torch.get(role) for role in spec.tensors}
+        return lambda *args, **kwargs: spec.run(node.params, module_tensors, *args, **kwargs)
+    if kind == "function":
+        return FUNCTIONS[target]
+    return lambda self, *args, **kwargs: getattr(self, target)(*args, **kwargs)
+
+
+def load_packed(path: str | Path) -> PackedModel:
+    """Loads a `.bnz` file after validating all of it (a `FormatError` on any defect)."""
+    metadata, tensors = read_bnz(path)
+    graph = parse_graph(parse_json(metadata["graph"], "graph"), tensor_specs(tensors))
+    parse_json(metadata["config"], "config")
+    steps = [(node, _step(node, tensors)) for node in graph.nodes]
+    return PackedModel(graph, steps, metadata)
