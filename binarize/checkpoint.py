@@ -53,7 +53,7 @@ def model_from_record(
     not name (``source.kind == "python"``: your own class); it is copied, not changed.
     """
     _check_record(record)
-    from binarize.convert.pipeline import rebuild
+    from binarize.conversion.pipeline import rebuild
     from binarize.sources import build_architecture, module_from_archive
 
     source = dict(record["source"])

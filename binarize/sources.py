@@ -186,7 +186,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def _load_exported(path: Path) -> nn.Module:
-    from binarize.convert.functional_lift import lift_functional_layers
+    from binarize.conversion.functional_lift import lift_functional_layers
 
     try:
         program = torch.export.load(str(path))
@@ -205,7 +205,7 @@ def module_from_archive(source: Mapping[str, Any], *, trust: bool) -> nn.Module:
     """Rebuilds the float model of a checkpoint whose source is an embedded file."""
     data = bytes(source["archive"].numpy().tobytes())
     if source["kind"] == "pt2":
-        from binarize.convert.functional_lift import lift_functional_layers
+        from binarize.conversion.functional_lift import lift_functional_layers
 
         model = lift_functional_layers(torch.export.load(io.BytesIO(data)).module())
     else:

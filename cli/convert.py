@@ -22,7 +22,7 @@ from binarize.cli._common import (
     parse_key_values,
     parse_shape,
 )
-from binarize.convert import ConversionReport
+from binarize.conversion import ConversionReport
 from binarize.errors import OutputExistsError
 
 

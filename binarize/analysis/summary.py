@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from binarize.convert.policy import WEIGHTED_TYPES
+from binarize.conversion.policy import WEIGHTED_TYPES
 from binarize.nn.layers import BinaryLayer
 
 FLOAT_BITS = 32

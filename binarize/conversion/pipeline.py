@@ -11,11 +11,11 @@ import torch
 from torch import nn
 
 from binarize.config import BinarizeConfig, LayerConfig
-from binarize.convert.diagnostics import relu_fed_binary_inputs
-from binarize.convert.policy import WEIGHTED_TYPES, Decision, decide
-from binarize.convert.report import ConversionReport, LayerRow
-from binarize.convert.swap import build_binary, resolved, set_submodule
-from binarize.convert.tracer import called_modules_in_order, trace
+from binarize.conversion.diagnostics import relu_fed_binary_inputs
+from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
+from binarize.conversion.report import ConversionReport, LayerRow
+from binarize.conversion.swap import build_binary, resolved, set_submodule
+from binarize.conversion.tracer import called_modules_in_order, trace
 from binarize.errors import ConversionError
 from binarize.estimators import get
 
