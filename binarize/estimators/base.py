@@ -29,7 +29,7 @@ class Estimator(nn.Module):
     name: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     summary: ClassVar[str] = ""
-    #: True for network-level estimators that only work on particular graph structures.
+    #: True for estimators whose training forward samples (frozen models use sign instead).
     stochastic: ClassVar[bool] = False
     #: Weight transform the estimator's paper uses when the user chose none (e.g. ``libra_pb``).
     default_weight_transform: ClassVar[str | None] = None

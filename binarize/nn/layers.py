@@ -128,52 +128,39 @@ def _conv_kwargs(layer: Any) -> dict[str, Any]:
     }
 
 
-class BinaryConv2d(BinaryLayer, nn.Conv2d):
+class _BinaryConv(BinaryLayer):
+    """Constructor and forward shared by the binary convolutions."""
+
+    _float_kwargs = staticmethod(_conv_kwargs)
+
+    def __init__(
+        self,
+        *args: Any,
+        weight_estimator: str | Estimator = "ste",
+        input_estimator: str | Estimator | None = "ste",
+        scaling: str | nn.Module = "channel_mean",
+        weight_transform: str | nn.Module | None = None,
+        latent_weight: Tensor | None = None,
+        **kwargs: Any,
+    ) -> None:
+        self.float_type.__init__(self, *args, **kwargs)
+        self._load_latent(latent_weight)
+        self._init_slots(weight_estimator, input_estimator, scaling, weight_transform)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._conv_forward(self.binarize_input(x), self.binary_weight(), self.bias)
+
+
+class BinaryConv2d(_BinaryConv, nn.Conv2d):
     """`nn.Conv2d` with binary weights (and inputs unless ``input_estimator`` is None)."""
 
     float_type = nn.Conv2d
-    _float_kwargs = staticmethod(_conv_kwargs)
-
-    def __init__(
-        self,
-        *args: Any,
-        weight_estimator: str | Estimator = "ste",
-        input_estimator: str | Estimator | None = "ste",
-        scaling: str | nn.Module = "channel_mean",
-        weight_transform: str | nn.Module | None = None,
-        latent_weight: Tensor | None = None,
-        **kwargs: Any,
-    ) -> None:
-        nn.Conv2d.__init__(self, *args, **kwargs)
-        self._load_latent(latent_weight)
-        self._init_slots(weight_estimator, input_estimator, scaling, weight_transform)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.binarize_input(x), self.binary_weight(), self.bias)
 
 
-class BinaryConv1d(BinaryLayer, nn.Conv1d):
+class BinaryConv1d(_BinaryConv, nn.Conv1d):
     """`nn.Conv1d` with binary weights (and inputs unless ``input_estimator`` is None)."""
 
     float_type = nn.Conv1d
-    _float_kwargs = staticmethod(_conv_kwargs)
-
-    def __init__(
-        self,
-        *args: Any,
-        weight_estimator: str | Estimator = "ste",
-        input_estimator: str | Estimator | None = "ste",
-        scaling: str | nn.Module = "channel_mean",
-        weight_transform: str | nn.Module | None = None,
-        latent_weight: Tensor | None = None,
-        **kwargs: Any,
-    ) -> None:
-        nn.Conv1d.__init__(self, *args, **kwargs)
-        self._load_latent(latent_weight)
-        self._init_slots(weight_estimator, input_estimator, scaling, weight_transform)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.binarize_input(x), self.binary_weight(), self.bias)
 
 
 class BinaryLinear(BinaryLayer, nn.Linear):
