@@ -261,7 +261,7 @@ def _chain(model: nn.Module, binary_fqns: list[str]) -> dict[str, tuple[str | No
         if offender is not None:
             upstream, culprit = offender
             raise ConversionError(
-                f"psa cannot pass node {culprit.name!r} ({_describe(model, culprit)}) between binary "
+                f"psa cannot pass node {_label(culprit)!r} ({_describe(model, culprit)}) between binary "
                 f"layers {upstream!r} and {fqn!r}",
                 _FIX,
             )
@@ -271,7 +271,7 @@ def _chain(model: nn.Module, binary_fqns: list[str]) -> dict[str, tuple[str | No
         for user in _users_through_transparent(model, nodes[producer]):
             if user not in consumers:
                 raise ConversionError(
-                    f"psa layer {producer!r} also feeds node {user.name!r} ({_describe(model, user)})", _FIX
+                    f"psa layer {producer!r} also feeds node {_label(user)!r} ({_describe(model, user)})", _FIX
                 )
     return chain
 
@@ -305,6 +305,11 @@ def _transparent(model: nn.Module, node: Any) -> bool:
     if node.op == "call_module":
         return isinstance(model.get_submodule(node.target), _TRANSPARENT_MODULES)
     return node.op in ("call_function", "call_method") and node.target in _TRANSPARENT_CALLS
+
+
+def _label(node: torch.fx.Node) -> str:
+    """The module fqn for module calls (what users know), else the graph node's name."""
+    return str(node.target) if node.op == "call_module" else node.name
 
 
 def _describe(model: nn.Module, node: torch.fx.Node) -> str:
