@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
     "set_progress": "binarize.progress",
+    "indicators": "binarize.analysis.indicators",
     "load_model": "binarize.sources",
     "save_checkpoint": "binarize.checkpoint",
     "load_checkpoint": "binarize.checkpoint",
