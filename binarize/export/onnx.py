@@ -1,0 +1,254 @@
+"""ONNX export of a frozen binary model, checked against PyTorch with onnxruntime.
+
+The exported graph uses standard ONNX operators only (default domain, opset ≥ 17): a binary
+layer is ``GreaterOrEqual → Cast → Mul/Sub`` (±1 input), ``Conv``/``Gemm`` with ±1 weights,
+then ``Mul`` by α and ``Add`` of the bias. The batch dimension is dynamic.
+
+Why a session option matters: a ±1 convolution of ±1 inputs sums integers, which float32
+holds exactly, so PyTorch and onnxruntime agree bit for bit on it. onnxruntime's
+``ConvMulFusion`` folds α into the weights, which brings rounding back; an activation within
+rounding distance of 0 then changes sign and the difference grows through the network (0.06
+on a random MobileNetV2's logits). `inference_session` disables that one fusion and keeps all
+others; the check and ``binarize eval`` use it, and the model's metadata names it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+import warnings
+from collections.abc import Sequence
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from binarize.errors import ConversionError, OutputExistsError
+from binarize.export.freeze import freeze
+
+MIN_OPSET = 17
+#: The default: the dynamo exporter implements 18 natively (17 would need a version conversion).
+DEFAULT_OPSET = 18
+#: Logit tolerance of the parity check (max abs difference, onnxruntime vs PyTorch).
+TOLERANCE = 1e-4
+#: onnxruntime optimizers that would fold α into ±1 weights (see the module docstring).
+DISABLED_OPTIMIZERS = ("ConvMulFusion",)
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What `export_onnx` wrote and how well onnxruntime reproduces PyTorch on it."""
+
+    path: Path
+    opset: int
+    exporter: str
+    size_bytes: int
+    operators: list[str]
+    checked: bool
+    batch_sizes: list[int] = field(default_factory=list)
+    max_abs_diff: float | None = None
+    top1_agreement: float | None = None
+    tolerance: float = TOLERANCE
+
+    @property
+    def passed(self) -> bool:
+        """True when the check ran and met the tolerance with identical top-1."""
+        return self.checked and self.max_abs_diff is not None and self.max_abs_diff <= self.tolerance and self.top1_agreement == 1.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self) | {"path": str(self.path), "passed": self.passed}
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    example_inputs: Sequence[torch.Tensor],
+    *,
+    check: bool = True,
+    opset: int = DEFAULT_OPSET,
+    force: bool = False,
+) -> ExportResult:
+    """Freezes ``model`` and writes it to ``path`` as ONNX with a dynamic batch dimension.
+
+    With ``check`` the file passes ``onnx.checker`` (full check, with shape inference) and
+    onnxruntime's logits on the example inputs and on a fresh batch of another size match
+    PyTorch's (max abs difference ≤ 1e-4, identical top-1); a failed check raises
+    `ConversionError` after writing, so that the file can be inspected. Refuses to overwrite
+    ``path`` unless ``force``.
+    """
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", "pass --force to overwrite it or choose another path")
+    if opset < MIN_OPSET:
+        raise ConversionError(f"opset {opset} is too old", f"use opset {MIN_OPSET} or newer")
+    example_inputs = tuple(example_inputs)
+    frozen = freeze(model)
+    exporter = _write(frozen, example_inputs, path, opset)
+    operators = _check_standard(path)
+    result = ExportResult(path, opset, exporter, path.stat().st_size, operators, checked=False)
+    if not check:
+        return result
+    result = _parity(frozen, path, example_inputs, result)
+    if not result.passed:
+        raise ConversionError(
+            f"onnxruntime disagrees with PyTorch on {path}: max |Δlogit| {result.max_abs_diff:.3g} "
+            f"(tolerance {TOLERANCE:g}), top-1 agreement {result.top1_agreement:.1%}",
+            "report this model; the file is kept for inspection",
+        )
+    return result
+
+
+def inference_session(path: str | Path, *, threads: int = 0) -> Any:
+    """An onnxruntime CPU session for an exported file (``threads=0``: all cores).
+
+    All graph optimizations except those that fold α into the ±1 weights (see module doc).
+    """
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.log_severity_level = 3
+    return ort.InferenceSession(
+        str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_OPTIMIZERS)
+    )
+
+
+def run_session(session: Any, inputs: Sequence[torch.Tensor]) -> np.ndarray:
+    """The first output of ``session`` on torch ``inputs`` (in the graph's input order)."""
+    feeds = {meta.name: x.detach().cpu().numpy() for meta, x in zip(session.get_inputs(), inputs)}
+    return session.run(None, feeds)[0]
+
+
+def _write(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, opset: int) -> str:
+    """Exports with the TorchScript-based exporter (fast, plain graphs across torchvision),
+    falling back to the dynamo exporter; writes atomically. Returns the exporter's name."""
+    names = _input_names(example_inputs)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
+    os.close(handle)
+    errors = []
+    try:
+        for exporter in ("torchscript", "dynamo"):
+            try:
+                _export_with(exporter, frozen, example_inputs, names, Path(temporary), opset)
+            except Exception as exc:  # each exporter fails in its own ways; try the next
+                errors.append(f"{exporter}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}")
+                continue
+            _add_metadata(Path(temporary))
+            os.replace(temporary, path)
+            return exporter
+    finally:
+        Path(temporary).unlink(missing_ok=True)
+    raise ConversionError(f"ONNX export failed ({'; '.join(errors)})", "report this model with the message above")
+
+
+def _export_with(
+    exporter: str,
+    frozen: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    names: list[str],
+    path: Path,
+    opset: int,
+) -> None:
+    common = dict(input_names=names, output_names=[OUTPUT_NAME], opset_version=opset)
+    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]}
+            torch.onnx.export(frozen, example_inputs, str(path), dynamo=False, dynamic_axes=axes, **common)
+        else:
+            batch = torch.export.Dim("batch")
+            shapes = tuple({0: batch} for _ in example_inputs)
+            program = torch.onnx.export(
+                frozen, example_inputs, dynamo=True, dynamic_shapes=shapes, external_data=False, **common
+            )
+            program.save(str(path))
+
+
+def _input_names(example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
+    if len(example_inputs) == 1:
+        return [INPUT_NAME]
+    return [f"{INPUT_NAME}{i}" for i in range(len(example_inputs))]
+
+
+def _add_metadata(path: Path) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    entry = model.metadata_props.add()
+    entry.key, entry.value = "binarize.ort_disabled_optimizers", ",".join(DISABLED_OPTIMIZERS)
+    model.producer_name = "binarize"
+    onnx.save(model, str(path))
+
+
+def _check_standard(path: Path) -> list[str]:
+    """Full ``onnx.checker`` pass; every node in the default ONNX domain. Returns op types."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path), full_check=True)
+    except onnx.checker.ValidationError as exc:
+        raise ConversionError(f"exported ONNX fails onnx.checker ({str(exc).splitlines()[0][:200]})", "report this model") from None
+    model = onnx.load(str(path))
+    custom = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(model.graph) if n.domain not in ("", "ai.onnx")})
+    if custom:
+        raise ConversionError(f"exported ONNX uses non-standard operators {custom}", "report this model")
+    return sorted({n.op_type for n in _all_nodes(model.graph)})
+
+
+def _all_nodes(graph: Any) -> list[Any]:
+    """Nodes of ``graph`` and of every subgraph (If/Loop bodies)."""
+    nodes = []
+    for node in graph.node:
+        nodes.append(node)
+        for attribute in node.attribute:
+            for sub in [attribute.g, *attribute.graphs]:
+                if sub is not None and len(sub.node):
+                    nodes.extend(_all_nodes(sub))
+    return nodes
+
+
+@torch.no_grad()
+def _parity(
+    frozen: nn.Module, path: Path, example_inputs: tuple[torch.Tensor, ...], result: ExportResult
+) -> ExportResult:
+    """Compares onnxruntime and PyTorch on the example inputs and on a batch of another size."""
+    generator = torch.Generator().manual_seed(0)
+    other_batch = example_inputs[0].shape[0] + 2
+    fresh = tuple(
+        torch.randn((other_batch, *x.shape[1:]), generator=generator, dtype=x.dtype) if x.is_floating_point() else x
+        for x in example_inputs
+    )
+    session = inference_session(path)
+    worst, agree, total, batches = 0.0, 0, 0, []
+    for inputs in (example_inputs, fresh):
+        expected = _first_output(frozen(*inputs)).float().cpu().numpy()
+        actual = run_session(session, inputs)
+        if actual.shape != expected.shape:
+            raise ConversionError(
+                f"onnxruntime output shape {actual.shape} differs from PyTorch's {expected.shape}",
+                "report this model",
+            )
+        worst = max(worst, float(np.abs(actual - expected).max()))
+        if expected.ndim >= 2:
+            agree += int((actual.argmax(1) == expected.argmax(1)).sum())
+            total += expected.shape[0]
+        batches.append(int(inputs[0].shape[0]))
+    return replace(result, checked=True, batch_sizes=batches, max_abs_diff=worst, top1_agreement=agree / total if total else 1.0)
+
+
+def _first_output(output: Any) -> torch.Tensor:
+    while isinstance(output, (tuple, list)):
+        output = output[0]
+    if isinstance(output, dict):
+        output = next(iter(output.values()))
+    return output

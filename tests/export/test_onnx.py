@@ -1,0 +1,84 @@
+"""ONNX export: standard ops, dynamic batch, full checker, onnxruntime parity with PyTorch."""
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torchvision
+from torch import nn
+
+from binarize import convert
+from binarize.errors import ConversionError, OutputExistsError
+from binarize.export import freeze
+from binarize.export.onnx import TOLERANCE, export_onnx, inference_session, run_session
+from binarize.nn import BinaryConv2d, BinaryLinear
+
+
+def small_binary_net() -> nn.Module:
+    """Float first conv, a binary conv with binary inputs, a W1A32 linear."""
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        BinaryConv2d.from_float(nn.Conv2d(16, 32, 3, padding=1, stride=2)),
+        nn.BatchNorm2d(32),
+        nn.Hardtanh(),
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        BinaryLinear.from_float(nn.Linear(32, 10), input_estimator=None),
+    )
+    return net.eval()
+
+
+def test_export_writes_standard_onnx_with_dynamic_batch(tmp_path):
+    model = small_binary_net()
+    result = export_onnx(model, tmp_path / "net.onnx", (torch.randn(2, 3, 16, 16),))
+    assert result.passed and result.checked and result.exporter == "torchscript"
+    assert result.max_abs_diff <= TOLERANCE and result.top1_agreement == 1.0
+    assert result.batch_sizes == [2, 4]
+    loaded = onnx.load(str(result.path))
+    assert {o.domain for o in loaded.opset_import} <= {"", "ai.onnx"}
+    assert max(o.version for o in loaded.opset_import) >= 17
+    assert {n.domain for n in loaded.graph.node} <= {""}
+    assert {"Conv", "GreaterOrEqual", "Mul"} <= set(result.operators)
+    assert loaded.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # symbolic batch
+    # An independent batch of 7 through onnxruntime equals the frozen PyTorch model.
+    x = torch.randn(7, 3, 16, 16)
+    with torch.no_grad():
+        expected = freeze(model)(x).numpy()
+    actual = run_session(inference_session(result.path, threads=1), (x,))
+    assert actual.shape == (7, 10)
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=0)
+
+
+def test_export_refuses_overwrite_and_old_opset(tmp_path):
+    path = tmp_path / "net.onnx"
+    path.write_bytes(b"keep")
+    with pytest.raises(OutputExistsError):
+        export_onnx(small_binary_net(), path, (torch.randn(1, 3, 8, 8),))
+    assert path.read_bytes() == b"keep"
+    with pytest.raises(ConversionError, match="opset 13"):
+        export_onnx(small_binary_net(), tmp_path / "other.onnx", (torch.randn(1, 3, 8, 8),), opset=13)
+
+
+def test_export_does_not_change_the_model(tmp_path):
+    model = small_binary_net().train()
+    export_onnx(model, tmp_path / "net.onnx", (torch.randn(2, 3, 8, 8),))
+    assert model.training and isinstance(model[2], BinaryConv2d)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "resnet18",
+        "mobilenet_v2",
+        "efficientnet_b0",
+        pytest.param("vgg11_bn", marks=pytest.mark.slow),
+    ],
+)
+def test_converted_torchvision_models_match_onnxruntime(tmp_path, name):
+    model = torchvision.models.get_model(name, num_classes=10).eval()
+    binary = convert(model, example_inputs=(torch.randn(1, 3, 64, 64),)).eval()
+    result = export_onnx(binary, tmp_path / f"{name}.onnx", (torch.randn(2, 3, 64, 64),))
+    assert result.max_abs_diff <= TOLERANCE, result
+    assert result.top1_agreement == 1.0
+    assert "GreaterOrEqual" in result.operators  # binary inputs are exported as x >= 0
