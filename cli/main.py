@@ -2,7 +2,7 @@
 
 import typer
 
-from binarize.cli import convert, estimators, summary
+from binarize.cli import convert, demo, estimators, finetune, summary
 
 app = typer.Typer(
     help="Binarize pretrained PyTorch networks, fine-tune and deploy them.",
@@ -20,3 +20,5 @@ def main() -> None:
 app.command("convert")(convert.convert)
 app.command("summary")(summary.summary)
 app.command("estimators")(estimators.estimators)
+app.command("finetune")(finetune.finetune)
+app.command("demo")(demo.demo)

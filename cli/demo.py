@@ -1,0 +1,34 @@
+"""``binarize demo``: the offline end-to-end run and its table."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from binarize.cli._common import JSON_OPTION, console, emit_json, handles_errors
+
+
+@handles_errors
+def demo(
+    seed: int = typer.Option(0, "--seed", help="Seed of float training and fine-tuning."),
+    output: Path = typer.Option(None, "--output", "-o", help="Folder for fine-tuning checkpoints and metrics (none by default)."),
+    json_output: bool = JSON_OPTION,
+) -> None:
+    """Train a float digits CNN, binarize it with ReSTE, fine-tune with distillation, compare."""
+    from binarize.demo import run_demo
+
+    console.print("[bold]binarize demo[/]: digits (offline), float → ReSTE W1A1 → fine-tuned with distillation")
+    result = run_demo(seed=seed, output_dir=output)
+    table = Table(title=f"{result.model} on digits (test split, 364 images)")
+    for column in ("stage", "top-1 %", "top-5 %", "size", "binary params"):
+        table.add_column(column, justify="left" if column == "stage" else "right")
+    for row in result.rows:
+        table.add_row(row.stage, f"{row.top1:.2f}", f"{row.top5:.2f}", f"{row.size_bytes / 1024:.1f} KiB", str(row.binary_params))
+    console.print(table)
+    gap = result.checks["gap_points"]
+    verdict = "within" if result.checks["finetuned_within_3_points_of_float"] else "NOT within"
+    console.print(f"fine-tuned binary is {gap:.2f} points below float: {verdict} 3 points")
+    if json_output:
+        emit_json(result.to_dict())
