@@ -148,18 +148,21 @@ def _check_tensor_entries(header: Mapping[str, Any], data_length: int) -> dict[s
         if not isinstance(offsets, list) or len(offsets) != 2 or not all(
             type(o) is int and 0 <= o <= data_length for o in offsets
         ):
-            raise _bad(f"tensor {name[:60]!r} has offsets outside the {data_length}-byte data buffer")
+            raise _bad(f"tensor {name[:60]!r} has offsets outside the {data_length}-byte data buffer (truncated file?)")
         begin, end = offsets
         if end - begin != math.prod(shape) * DTYPES[dtype].itemsize:
             raise _bad(f"tensor {name[:60]!r}: offsets span {end - begin} bytes, shape and dtype need "
                        f"{math.prod(shape) * DTYPES[dtype].itemsize}")
         spans.append((begin, end, name))
         specs[name] = (dtype, tuple(shape))
+    spans.sort()
+    for (_, previous_end, _), (begin, _, name) in zip(spans, spans[1:]):
+        if begin < previous_end:
+            raise _bad(f"tensor {name[:60]!r} at byte {begin} overlaps the previous tensor")
     position = 0
-    for begin, end, name in sorted(spans):
+    for begin, end, name in spans:
         if begin != position:
-            kind = "overlaps the previous tensor" if begin < position else "leaves a hole before it"
-            raise _bad(f"tensor {name[:60]!r} at byte {begin} {kind}")
+            raise _bad(f"tensor {name[:60]!r} at byte {begin} leaves a hole before it")
         position = end
     if position != data_length:
         raise _bad(f"tensors cover {position} of the {data_length} data bytes (truncated or padded file)")

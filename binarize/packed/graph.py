@@ -17,6 +17,7 @@ torch but not torch.fx.
 
 from __future__ import annotations
 
+import importlib
 import math
 import operator
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
         "reshape", "permute", "transpose", "roll", "chunk", "split", "mean", "sum", "amax",
         "unsqueeze", "squeeze", "narrow", "relu", "sigmoid", "tanh", "exp", "sqrt", "rsqrt",
         "clamp", "softmax", "where", "flip", "abs", "neg", "erf", "zeros_like", "ones_like",
+        "einsum", "_assert", "arange", "meshgrid", "tile", "full_like", "swapaxes",
     )},
     **{f"torch.nn.functional.{n}": getattr(F, n) for n in (
         "relu", "relu6", "gelu", "silu", "mish", "hardswish", "hardsigmoid", "hardtanh",
@@ -56,13 +58,42 @@ FUNCTIONS: dict[str, Callable[..., Any]] = {
     )},
 }
 
+
+
+def _stochastic_depth(input: Tensor, p: float, mode: str, training: bool = True) -> Tensor:
+    """torchvision's stochastic depth at inference: the identity (the writer traces in eval)."""
+    if training:
+        raise ValueError("stochastic_depth recorded in training mode")
+    return input
+
+
+def _lazy(module: str, name: str) -> Callable[..., Any]:
+    """A library function imported on first call (only models that use it need the library)."""
+
+    def call(*args: Any, **kwargs: Any) -> Any:
+        return getattr(importlib.import_module(module), name)(*args, **kwargs)
+
+    return call
+
+
+_SWIN = "torchvision.models.swin_transformer"
+
+#: functions of other libraries (torch.fx-wrapped leaves in their models), by ``module.name``
+FOREIGN_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "torchvision.ops.stochastic_depth.stochastic_depth": _stochastic_depth,
+    **{f"{_SWIN}.{n}": _lazy(_SWIN, n) for n in (
+        "shifted_window_attention", "_get_relative_position_bias", "_patch_merging_pad",
+    )},
+}
+FUNCTIONS.update(FOREIGN_FUNCTIONS)
+
 #: tensor methods (call_method) the runtime executes
 METHODS: frozenset[str] = frozenset({
     "view", "reshape", "permute", "transpose", "contiguous", "flatten", "size", "dim", "mean",
     "sum", "amax", "chunk", "split", "unsqueeze", "squeeze", "expand", "expand_as", "flip",
     "clone", "mul", "add", "sub", "div", "softmax", "sigmoid", "relu", "tanh", "matmul", "narrow",
     "repeat", "float", "type_as", "view_as", "reshape_as", "t", "clamp", "clamp_min", "pow",
-    "sqrt", "exp", "masked_fill", "__getitem__",
+    "sqrt", "exp", "masked_fill", "__getitem__", "swapaxes", "unbind", "numel",
 })
 
 #: attributes ``getattr(x, name)`` may read
@@ -281,6 +312,9 @@ def binary_row_length(op: str, params: Mapping[str, Any]) -> tuple[int, int]:
     _int_tuple(params, "padding", 2, 0)
     if params["padding_mode"] not in ("zeros", "reflect", "replicate", "circular"):
         raise _bad(f"padding_mode {str(params['padding_mode'])[:40]!r}")
+    dilation, padding = params["dilation"], params["padding"]
+    if any(p > d * (k - 1) for p, d, k in zip(padding, dilation, kernel)):
+        raise _bad("padding wider than the kernel's reach (such taps would see only padding)")
     groups = _positive_int(params, "groups")
     channels, out_channels = _positive_int(params, "in_channels"), _positive_int(params, "out_channels")
     if channels % groups or out_channels % groups:

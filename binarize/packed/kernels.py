@@ -214,12 +214,12 @@ def _np_conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out)
             y0, x0 = i * dil_h, j * dil_w
             patch = a[:, y0 : y0 + stride_h * (out_h - 1) + 1 : stride_h, x0 : x0 + stride_w * (out_w - 1) + 1 : stride_w]
             # patch[N, OH, OW, G, CW] vs b[G, i, j, CW, Og]
-            total += _np_popcount(patch[..., None] ^ b[None, None, None, :, i, j]).sum(axis=-2)
+            total += _np_popcount(patch[..., None] ^ b[None, None, None, :, i, j]).sum(axis=-2, dtype=np.int64)
     out[:] = total.reshape(a.shape[0], out_h, out_w, groups * og).transpose(0, 3, 1, 2)
 
 
 def _np_linear_popcount(a, b, out) -> None:
-    out[:] = _np_popcount(a[:, :, None] ^ b[None]).sum(axis=1)
+    out[:] = _np_popcount(a[:, :, None] ^ b[None]).sum(axis=1, dtype=np.int64)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ from binarize.packed.graph import (
     BINARY_LINEAR,
     CONSTANT,
     DTYPES,
+    FOREIGN_FUNCTIONS,
     FUNCTIONS,
     METHODS,
     MODULE_OPS,
@@ -122,6 +123,9 @@ class _Recorder:
             self.module(entry, node, self.gm.get_submodule(node.target))
         elif node.op == "call_function":
             name = _FUNCTION_NAMES.get(id(node.target))
+            qualified = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
+            if name is None and qualified in FOREIGN_FUNCTIONS:
+                name = qualified
             if name is None:
                 _refuse(node, getattr(node.target, "__qualname__", repr(node.target)))
             if name == "builtins.getattr" and node.args[1] not in ATTRIBUTES:

@@ -1,0 +1,50 @@
+"""A small binary model (built in memory) and its `.bnz` file, shared by the packed tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from binarize.nn import BinaryConv2d, BinaryLinear
+from binarize.packed import save_packed
+
+
+class SmallNet(nn.Module):
+    """Float stem, two binary convs (K = 72 and 144: partial words), a residual add, a W1A32
+    binary linear with bias and a float head: every kind of node the fuzz test should hit."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn0 = nn.BatchNorm2d(8)
+        self.conv1 = BinaryConv2d.from_float(nn.Conv2d(8, 16, 3, padding=1, bias=False))
+        self.bn1 = nn.BatchNorm2d(16)
+        self.conv2 = BinaryConv2d.from_float(nn.Conv2d(16, 16, 3, stride=2, padding=1, bias=False))
+        self.bn2 = nn.BatchNorm2d(16)
+        self.pool = nn.AdaptiveAvgPool2d(2)
+        self.fc1 = BinaryLinear.from_float(nn.Linear(64, 12), input_estimator=None)
+        self.head = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.bn0(self.stem(x)))
+        x = nn.functional.hardtanh(self.bn1(self.conv1(x)))
+        x = self.bn2(self.conv2(x)) + x[:, :, ::2, ::2]
+        return self.head(torch.relu(self.fc1(torch.flatten(self.pool(x), 1))))
+
+
+def make_small_net() -> nn.Module:
+    torch.manual_seed(0)
+    model = SmallNet()
+    for bn in (model.bn0, model.bn1, model.bn2):  # non-trivial statistics
+        bn.running_mean.uniform_(-0.5, 0.5)
+        bn.running_var.uniform_(0.5, 2.0)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def small_bnz(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("packed") / "small.bnz"
+    return save_packed(make_small_net(), path, (torch.randn(2, 3, 8, 8),))
