@@ -73,7 +73,7 @@ def run_demo(
             machine oversubscription makes a step over ten times slower.
     """
     from binarize.analysis.summary import summarize
-    from binarize.convert import convert
+    from binarize import convert
     from binarize.data import get_datasets
     from binarize.sources import load_model
 

@@ -113,7 +113,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
     """The binary model to train and its float teacher."""
     import copy
     from binarize.config import BinarizeConfig
-    from binarize.convert import convert
+    from binarize import convert
     from binarize.nn.layers import BinaryLayer
     from binarize.sources import load_model
     from binarize.train.distill import teacher_from_converted
