@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 from rich.table import Table
 
 from binarize import estimators as registry
-from binarize.cli._common import console, emit_json, handles_errors
+from binarize.cli._common import FORCE_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
 def estimators(
+    plot: Path | None = typer.Option(None, "--plot", help="Also draw every estimator's surrogate and backward on [-2, 2] into this PNG (scheduled ones at progress 0, 0.5, 1)."),
+    force: bool = FORCE_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
 ) -> None:
     """List every estimator with its paper, summary and hyperparameter defaults."""
@@ -20,11 +24,18 @@ def estimators(
             "paper": registry.get(name).paper,
             "summary": registry.get(name).summary,
             "hparams": registry.defaults(name),
+            "default_scaling": registry.get(name).default_scaling,
+            "default_weight_transform": registry.get(name).default_weight_transform,
         }
         for name in registry.names()
     ]
+    written = None
+    if plot is not None:
+        from binarize.analysis.plots import plot_estimators
+
+        written = plot_estimators(plot, force=force)
     if as_json:
-        emit_json({"estimators": rows})
+        emit_json({"estimators": rows} | ({"plot": str(written)} if written else {}))
         return
     table = Table(title="estimators")
     for column in ("name", "paper", "summary", "hyperparameters (defaults)"):
@@ -33,3 +44,5 @@ def estimators(
         hparams = ", ".join(f"{k}={v}" for k, v in row["hparams"].items()) or "—"
         table.add_row(row["name"], row["paper"], row["summary"], hparams)
     console.print(table)
+    if written:
+        console.print(f"saved [bold]{written}[/bold]")

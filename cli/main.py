@@ -2,7 +2,8 @@
 
 import typer
 
-from binarize.cli import convert, demo, estimators, finetune, summary
+from binarize.cli import eval as eval_cli, export
+from binarize.cli import convert, demo, estimators, finetune, indicators, summary
 
 app = typer.Typer(
     help="Binarize pretrained PyTorch networks, fine-tune and deploy them.",
@@ -20,5 +21,8 @@ def main() -> None:
 app.command("convert")(convert.convert)
 app.command("summary")(summary.summary)
 app.command("estimators")(estimators.estimators)
+app.command("indicators")(indicators.indicators)
+app.command("export")(export.export)
+app.command("eval")(eval_cli.eval_file)
 app.command("finetune")(finetune.finetune)
 app.command("demo")(demo.demo)

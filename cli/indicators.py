@@ -1,0 +1,54 @@
+"""``binarize indicators``: ReSTE's estimating error and gradient stability over a few steps."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from binarize import BinarizeConfig, LayerConfig, convert, indicators as measure, load_model
+from binarize.analysis.indicators import IndicatorReport, binary_layers
+from binarize.cli._common import ARCH_OPTION, JSON_OPTION, TRUST_OPTION, WEIGHTS_OPTION, console, emit_json, handles_errors, parse_key_values
+from binarize.data import get_datasets
+
+
+@handles_errors
+def indicators(
+    model: str = typer.Argument(..., help="A binarize checkpoint, or a float model source (converted with --estimator first)."),
+    data: str = typer.Option("digits", "--data", help="Data set: digits (offline), cifar10:PATH or imagefolder:PATH."),
+    steps: int = typer.Option(20, "--steps", help="Optimizer steps to measure (on a copy; the model file is not changed)."),
+    progress: float | None = typer.Option(None, "--progress", help="Hold every estimator schedule at this progress in [0, 1]. Default: the model's own."),
+    lr: float = typer.Option(0.01, "--lr", help="SGD learning rate of the measured steps."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Batch size of the measured steps."),
+    seed: int = typer.Option(0, "--seed", help="Seed for batch order and stochastic estimators."),
+    estimator: str = typer.Option("reste", "--estimator", "-e", help="Estimator used to convert a float MODEL (ignored for converted models)."),
+    estimator_arg: list[str] = typer.Option([], "--estimator-arg", help="Its hyperparameter KEY=VALUE (repeatable)."),
+    arch: str | None = ARCH_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    trust: bool = TRUST_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Measure estimating error e and gradient stability s (ReSTE's equilibrium indicators)."""
+    loaded = load_model(model, weights=weights, arch=arch, trust=trust)
+    if not binary_layers(loaded):
+        args = parse_key_values(estimator_arg, "--estimator-arg")
+        layer = LayerConfig(weight_estimator=estimator, weight_estimator_args=args, input_estimator=estimator, input_estimator_args=args)
+        loaded = convert(loaded, BinarizeConfig(layer=layer))
+    splits = get_datasets(data, augment=False)
+    report = measure(loaded, splits.train, steps=steps, progress=progress, lr=lr, batch_size=batch_size, seed=seed)
+    if as_json:
+        emit_json(report.to_dict() | {"model": model, "data": splits.name})
+        return
+    render(report)
+
+
+def render(report: IndicatorReport) -> None:
+    """Per-step table and the run summaries on stderr."""
+    table = Table(title=f"indicators over {len(report.steps)} steps ({len(report.layers)} binary layers)")
+    for column in ("step", "loss", "estimating error e", "gradient stability s"):
+        table.add_column(column, justify="right")
+    for step in report.steps:
+        table.add_row(str(step.step), f"{step.loss:.4f}", f"{step.error:.4f}", f"{step.stability:.3e}")
+    console.print(table)
+    console.print(f"mean e = {report.error:.4f}   Σ s = {report.stability:.4e}")
