@@ -1,0 +1,108 @@
+"""``binarize eval``: accuracy, agreement, size and latency of a .pt, .onnx or .bnz file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from rich.table import Table
+
+from binarize.checkpoint import input_shape
+from binarize.cli._common import JSON_OPTION, TRUST_OPTION, console, emit_json, handles_errors, parse_shape
+from binarize.errors import ConfigError
+from binarize.export.evaluate import (
+    DeployedEval,
+    dataset_batches,
+    evaluate_file,
+    load_deployed,
+    random_batches,
+)
+
+
+@handles_errors
+def eval_file(
+    file: Path = typer.Argument(..., help="A .pt checkpoint (or any model source), an .onnx or a .bnz file."),
+    data: str | None = typer.Option(None, "--data", help="Labelled test data: digits, cifar10:PATH or imagefolder:PATH."),
+    random: int | None = typer.Option(None, "--random", help="Evaluate on N random inputs (no labels: agreement and latency only)."),
+    reference: str | None = typer.Option(None, "--reference", help="The model FILE was made from (a checkpoint or model source), for agreement."),
+    shape: str | None = typer.Option(None, "--input-shape", help="One batch's shape, e.g. 1,3,32,32. Default: from the data or the file."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Batch N for evaluation and for the batch-N latency."),
+    repeats: int = typer.Option(10, "--repeats", help="Timed calls per latency (the median is reported)."),
+    trust: bool = TRUST_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Evaluate a deployed file: accuracy, agreement with its source, size, latency."""
+    if (data is None) == (random is None):
+        raise ConfigError("give exactly one of --data and --random", "e.g. --data digits or --random 64")
+    if batch_size < 1 or repeats < 1 or (random is not None and random < 1):
+        raise ConfigError("--batch-size, --repeats and --random must be positive", "e.g. --batch-size 32 --repeats 10")
+    deployed = load_deployed(file, trust=trust)
+    reference_model = None
+    if reference is not None:
+        from binarize import load_model
+
+        reference_model = load_model(reference, trust=trust).eval()
+    splits = None
+    if data is not None:
+        from binarize.data import get_datasets
+
+        splits = get_datasets(data, augment=False)
+    example_shape = _example_shape(shape, splits, deployed, reference_model)
+    batches = (
+        dataset_batches(splits.test, batch_size) if splits is not None
+        else random_batches(random, example_shape, batch_size)
+    )
+
+    @torch.no_grad()
+    def run_reference(x: torch.Tensor) -> torch.Tensor:
+        return reference_model(x)
+
+    result = evaluate_file(
+        deployed, batches, example_shape,
+        reference=None if reference_model is None else run_reference,
+        batch_size=batch_size, repeats=repeats,
+    )
+    if as_json:
+        emit_json(result.to_dict())
+        return
+    render_eval(result)
+
+
+def _example_shape(shape, splits, deployed, reference_model) -> tuple[int, ...]:
+    """One example's shape: --input-shape, else the data's, the file's, the reference's."""
+    if shape is not None:
+        return parse_shape(shape)[1:]
+    if splits is not None:
+        return tuple(splits.input_shape)
+    found = deployed.example_shape()
+    if found is None and reference_model is not None:
+        recorded = input_shape(reference_model)
+        found = None if recorded is None else tuple(recorded[1:])
+    if found is None:
+        raise ConfigError(f"{deployed.path} records no input shape", "pass --input-shape, e.g. 1,3,32,32")
+    return found
+
+
+def render_eval(result: DeployedEval) -> None:
+    """Results as tables on stderr."""
+    table = Table(title=f"eval: {result.path} ({result.kind})", show_header=False)
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("examples", f"{result.examples:,}")
+    if result.accuracy is not None:
+        table.add_row("accuracy (top-1)", f"{result.accuracy:.2f}%")
+    if result.agreement is not None:
+        table.add_row("agreement with reference", f"{100 * result.agreement:.2f}% (max |Δlogit| {result.max_abs_diff:.3g})")
+    table.add_row("size on disk", f"{result.size_bytes / 1e6:.3f} MB")
+    for key, value in result.latency_ms.items():
+        batch, threads = key.removeprefix("batch").split("_threads")
+        table.add_row(f"latency batch {batch}, {threads} thread(s)", f"{value:.2f} ms")
+    console.print(table)
+    if result.layer_ms:
+        layers = Table(title="per-layer time (batch N, all threads)")
+        layers.add_column("node")
+        layers.add_column("ms", justify="right")
+        for name, ms in sorted(result.layer_ms.items(), key=lambda item: -item[1]):
+            layers.add_row(name, f"{ms:.3f}")
+        console.print(layers)

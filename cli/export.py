@@ -1,0 +1,85 @@
+"""``binarize export``: a binary model to ONNX (checked with onnxruntime) and/or packed ``.bnz``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import typer
+from rich.table import Table
+
+from binarize import export_onnx, load_model
+from binarize.checkpoint import input_shape
+from binarize.cli._common import (
+    ARCH_OPTION,
+    FORCE_OPTION,
+    JSON_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    console,
+    emit_json,
+    handles_errors,
+    parse_shape,
+)
+from binarize.errors import ConfigError, OutputExistsError
+from binarize.export.onnx import DEFAULT_OPSET, ExportResult
+
+
+@handles_errors
+def export(
+    model: str = typer.Argument(..., help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
+    onnx_path: Path | None = typer.Option(None, "--onnx", help="Write ONNX here (standard ops, dynamic batch; checked with onnxruntime)."),
+    packed_path: Path | None = typer.Option(None, "--packed", help="Write the packed-bit .bnz file here."),
+    shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224. Default: the one recorded with the model."),
+    opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (17 or newer)."),
+    check: bool = typer.Option(True, "--check/--no-check", help="Compare the written files with PyTorch on example inputs."),
+    arch: str | None = ARCH_OPTION,
+    weights: Path | None = WEIGHTS_OPTION,
+    trust: bool = TRUST_OPTION,
+    force: bool = FORCE_OPTION,
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Freeze a binary model and write it as ONNX and/or packed .bnz."""
+    if onnx_path is None and packed_path is None:
+        raise ConfigError("nothing to export", "give --onnx OUT.onnx and/or --packed OUT.bnz")
+    for out in (onnx_path, packed_path):
+        if out is not None and out.exists() and not force:
+            raise OutputExistsError(f"{out} exists", "pass --force to overwrite it or choose another path")
+    loaded = load_model(model, weights=weights, arch=arch, trust=trust)
+    dims = parse_shape(shape) if shape else input_shape(loaded)
+    if dims is None:
+        raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
+    # A batch of two at least, so that the check compares more than one prediction.
+    example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
+    payload: dict[str, object] = {"model": model, "input_shape": list(dims)}
+    if onnx_path is not None:
+        result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force)
+        payload["onnx"] = result.to_dict()
+        if not as_json:
+            render_onnx(result)
+    if packed_path is not None:
+        from binarize.packed import save_packed
+
+        written = save_packed(loaded, packed_path, example, force=force, check=check)
+        payload["packed"] = {"path": str(written), "size_bytes": written.stat().st_size, "checked": check}
+        if not as_json:
+            console.print(f"saved [bold]{written}[/bold] ({written.stat().st_size / 1e6:.2f} MB"
+                          f"{', agrees with PyTorch' if check else ''})")
+    if as_json:
+        emit_json(payload)
+
+
+def render_onnx(result: ExportResult) -> None:
+    """The ONNX export and its parity numbers on stderr."""
+    table = Table(title=f"ONNX export: {result.path}", show_header=False)
+    table.add_column("what")
+    table.add_column("value")
+    table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
+    table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
+    table.add_row("operators", ", ".join(result.operators))
+    if result.checked:
+        table.add_row("checked batches", ", ".join(map(str, result.batch_sizes)))
+        table.add_row("max |Δlogit| vs PyTorch", f"{result.max_abs_diff:.3g} (tolerance {result.tolerance:g})")
+        table.add_row("top-1 agreement", f"{100 * result.top1_agreement:.1f}%")
+    console.print(table)
+    console.print(f"saved [bold]{result.path}[/bold]" + (" (onnx.checker and onnxruntime parity passed)" if result.checked else " (not checked)"))
