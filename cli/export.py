@@ -22,7 +22,7 @@ from binarize.cli._common import (
     parse_shape,
 )
 from binarize.errors import ConfigError, OutputExistsError
-from binarize.export.onnx import DEFAULT_OPSET, ExportResult
+from binarize.export.onnx import DEFAULT_OPSET, SOURCE_KEY, ExportResult
 
 
 @handles_errors
@@ -53,7 +53,8 @@ def export(
     example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
     payload: dict[str, object] = {"model": model, "input_shape": list(dims)}
     if onnx_path is not None:
-        result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force)
+        recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
+        result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force, metadata=recorded)
         payload["onnx"] = result.to_dict()
         if not as_json:
             render_onnx(result)

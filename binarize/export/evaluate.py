@@ -43,6 +43,10 @@ class DeployedModel:
         """One example's shape (without the batch dimension) when the file records it."""
         return None
 
+    def recorded_source(self) -> str | None:
+        """The model source the file was exported from, when the file records it."""
+        return None
+
     def per_layer_times(self, x: Tensor) -> dict[str, float] | None:
         """Seconds per layer for one call on ``x``, where the runtime can tell."""
         return None
@@ -101,6 +105,11 @@ class OnnxFile(DeployedModel):
     def example_shape(self) -> tuple[int, ...] | None:
         dims = self._session().get_inputs()[0].shape[1:]
         return tuple(dims) if all(isinstance(d, int) for d in dims) else None
+
+    def recorded_source(self) -> str | None:
+        from binarize.export.onnx import SOURCE_KEY
+
+        return self._session().get_modelmeta().custom_metadata_map.get(SOURCE_KEY)
 
 
 class PackedFile(DeployedModel):

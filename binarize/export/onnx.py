@@ -18,7 +18,7 @@ import io
 import os
 import tempfile
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,6 +38,9 @@ DEFAULT_OPSET = 18
 TOLERANCE = 1e-4
 #: onnxruntime optimizers that would fold α into ±1 weights (see the module docstring).
 DISABLED_OPTIMIZERS = ("ConvMulFusion",)
+DISABLED_OPTIMIZERS_KEY = "binarize.ort_disabled_optimizers"
+#: Metadata key of the model source an export was made from (read back by ``binarize eval``).
+SOURCE_KEY = "binarize.source"
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
@@ -74,6 +77,7 @@ def export_onnx(
     check: bool = True,
     opset: int = DEFAULT_OPSET,
     force: bool = False,
+    metadata: Mapping[str, str] | None = None,
 ) -> ExportResult:
     """Freezes ``model`` and writes it to ``path`` as ONNX with a dynamic batch dimension.
 
@@ -81,7 +85,8 @@ def export_onnx(
     onnxruntime's logits on the example inputs and on a fresh batch of another size match
     PyTorch's (max abs difference ≤ 1e-4, identical top-1); a failed check raises
     `ConversionError` after writing, so that the file can be inspected. Refuses to overwrite
-    ``path`` unless ``force``.
+    ``path`` unless ``force``. ``metadata`` is stored in the model's ``metadata_props``
+    (the CLI records the source it exported from as ``binarize.source``).
     """
     path = Path(path)
     if path.exists() and not force:
@@ -90,7 +95,7 @@ def export_onnx(
         raise ConversionError(f"opset {opset} is too old", f"use opset {MIN_OPSET} or newer")
     example_inputs = tuple(example_inputs)
     frozen = freeze(model)
-    exporter = _write(frozen, example_inputs, path, opset)
+    exporter = _write(frozen, example_inputs, path, opset, dict(metadata or {}))
     operators = _check_standard(path)
     result = ExportResult(path, opset, exporter, path.stat().st_size, operators, checked=False)
     if not check:
@@ -128,7 +133,9 @@ def run_session(session: Any, inputs: Sequence[torch.Tensor]) -> np.ndarray:
     return session.run(None, feeds)[0]
 
 
-def _write(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, opset: int) -> str:
+def _write(
+    frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, opset: int, metadata: dict[str, str]
+) -> str:
     """Exports with the TorchScript-based exporter (fast, plain graphs across torchvision),
     falling back to the dynamo exporter; writes atomically. Returns the exporter's name."""
     names = _input_names(example_inputs)
@@ -143,7 +150,7 @@ def _write(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Pa
             except Exception as exc:  # each exporter fails in its own ways; try the next
                 errors.append(f"{exporter}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}")
                 continue
-            _add_metadata(Path(temporary))
+            _add_metadata(Path(temporary), metadata)
             os.replace(temporary, path)
             return exporter
     finally:
@@ -180,12 +187,12 @@ def _input_names(example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
     return [f"{INPUT_NAME}{i}" for i in range(len(example_inputs))]
 
 
-def _add_metadata(path: Path) -> None:
+def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = "binarize.ort_disabled_optimizers", ",".join(DISABLED_OPTIMIZERS)
+    recorded = {DISABLED_OPTIMIZERS_KEY: ",".join(DISABLED_OPTIMIZERS), **metadata}
+    onnx.helper.set_model_props(model, recorded)
     model.producer_name = "binarize"
     onnx.save(model, str(path))
 

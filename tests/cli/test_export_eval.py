@@ -70,8 +70,13 @@ def test_eval_random_inputs_without_labels(tmp_path, checkpoint):
     result = run("eval", onnx_path, "--random", "10", "--batch-size", "4", "--repeats", "1", "--json")
     assert result.exit_code == 0, result.output
     numbers = json.loads(result.stdout)
-    assert numbers["examples"] == 10 and numbers["accuracy"] is None and numbers["agreement"] is None
+    assert numbers["examples"] == 10 and numbers["accuracy"] is None
+    # The export recorded its source, so eval compares with the checkpoint without --reference.
+    assert onnx.load(str(onnx_path)).metadata_props[-1].value == str(checkpoint.resolve())
+    assert numbers["agreement"] is not None and numbers["max_abs_diff"] is not None
     assert set(numbers["latency_ms"]) >= {"batch1_threads1", "batch4_threads1"}
+    checkpoint_only = run("eval", checkpoint, "--random", "4", "--repeats", "1", "--json")
+    assert json.loads(checkpoint_only.stdout)["agreement"] is None  # a checkpoint records no reference
 
 
 @pytest.mark.parametrize(
