@@ -51,31 +51,38 @@ class BinaryConv:
         rows = unpack_signs(bits, self.k)
         self.signs = torch.from_numpy(rows.reshape(self.out_channels, self.in_channels // self.groups, *self.kernel))
         self.words = kernels.conv_weight_layout(rows, self.groups, self.in_channels // self.groups, self.kernel)
-        self.alpha = torch.from_numpy(alpha).reshape(1, -1, 1, 1)
-        self.bias = None if bias is None else torch.from_numpy(bias).reshape(1, -1, 1, 1)
+        self.alpha = torch.from_numpy(alpha)
+        self.bias = None if bias is None else torch.from_numpy(bias)
         self._border: dict[tuple[int, int], Tensor] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
-        if self.dims == 1:
-            return self(x.unsqueeze(2)).squeeze(2)
         if not self.binary_input:  # W1A32: float activations against ±1 weights
-            y = self._float_conv(x, self.signs)
+            y = self._float_conv(x)
         else:
             y = self.accumulators(x).to(torch.float32)
-        y = y * self.alpha
-        return y if self.bias is None else y + self.bias
+        shape = (1, -1) + (1,) * (y.dim() - 2)
+        y = y * self.alpha.reshape(shape)
+        return y if self.bias is None else y + self.bias.reshape(shape)
 
-    def _float_conv(self, x: Tensor, weight: Tensor) -> Tensor:
-        padding = self.padding
+    def _as_2d(self, x: Tensor) -> Tensor:
+        """Conv1d runs as a 1×k conv2d: [N, C, L] → [N, C, 1, L]."""
+        return x.unsqueeze(2) if self.dims == 1 else x
+
+    def _from_2d(self, y: Tensor) -> Tensor:
+        return y.squeeze(2) if self.dims == 1 else y
+
+    def _float_conv(self, x: Tensor) -> Tensor:
+        x, padding = self._as_2d(x), self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, [v for v in reversed(padding) for _ in range(2)], mode=self.padding_mode)
             padding = (0, 0)
-        return F.conv2d(x, weight, None, self.stride, padding, self.dilation, self.groups)
+        return self._from_2d(F.conv2d(x, self.signs, None, self.stride, padding, self.dilation, self.groups))
 
     def accumulators(self, x: Tensor) -> Tensor:
-        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW), bit for bit."""
-        if x.dim() != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected [N, {self.in_channels}, H, W] input, got {list(x.shape)}")
+        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW or NCL), bit for bit."""
+        if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected a {self.dims}-d input with {self.in_channels} channels, got {list(x.shape)}")
+        x = self._as_2d(x)
         padding = self.padding
         if self.padding_mode != "zeros":
             # the ±1 of a reflected/replicated pixel is that pixel's own sign: pad, then pack
@@ -94,7 +101,7 @@ class BinaryConv:
         dot = self.k - 2 * mismatches
         if any(padding):
             dot -= self._border_correction(height, width, padding)
-        return dot
+        return self._from_2d(dot)
 
     def _border_correction(self, height: int, width: int, padding: tuple[int, int]) -> Tensor:
         """Σ of the weights on zero-padding taps, which the kernel counted as +1 activations."""
