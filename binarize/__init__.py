@@ -25,6 +25,7 @@ _EXPORTS: dict[str, str] = {
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
     "set_progress": "binarize.progress",
+    "finetune": "binarize.train", "evaluate": "binarize.train", "FinetuneConfig": "binarize.train", "get_datasets": "binarize.data",
     "indicators": "binarize.analysis.indicators",
     "load_model": "binarize.sources",
     "save_checkpoint": "binarize.checkpoint",
