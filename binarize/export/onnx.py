@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import tempfile
 import warnings
-from collections.abc import Mapping, Sequence
-from contextlib import redirect_stderr, redirect_stdout
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -167,7 +168,7 @@ def _export_with(
     opset: int,
 ) -> None:
     common = dict(input_names=names, output_names=[OUTPUT_NAME], opset_version=opset)
-    with warnings.catch_warnings(), redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+    with warnings.catch_warnings(), _silenced_output():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]}
@@ -179,6 +180,26 @@ def _export_with(
                 frozen, example_inputs, dynamo=True, dynamic_shapes=shapes, external_data=False, **common
             )
             program.save(str(path))
+
+
+@contextmanager
+def _silenced_output() -> Iterator[None]:
+    """Silences stdout/stderr at the file-descriptor level: the exporters print whole graphs
+    from C++ when they fail, which would bury the one-line error."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        os.dup2(devnull, 2)
+        with redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for handle in (*saved, devnull):
+            os.close(handle)
 
 
 def _input_names(example_inputs: tuple[torch.Tensor, ...]) -> list[str]:
