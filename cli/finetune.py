@@ -71,6 +71,7 @@ def finetune(
     from binarize.train import FinetuneConfig
     from binarize.train import finetune as run_finetune
     from binarize.train.recipe import load_recipe
+    from binarize.train.distributed import teardown
     from binarize.train.state import load_training_checkpoint
 
     flags = {name: value for name, value in locals().items() if name in FLAG_FIELDS and value is not None}
@@ -98,8 +99,11 @@ def finetune(
     if main_process:
         console.print(f"finetune {getattr(binary, 'binarize_source', {}).get('name', '')} on {splits.name}: "
                       f"{len(splits.train)} train / {len(splits.test)} test, output {run_dir}")
-    result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
-                          resume_from=resume, output_dir=run_dir)
+    try:
+        result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
+                              resume_from=resume, output_dir=run_dir)
+    finally:
+        teardown()  # leaves the torchrun process group, if this run joined one
     if not main_process:
         return
     _render(result, loaded)
@@ -111,7 +115,6 @@ def finetune(
 def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None, teacher: str | None,
              distill: bool, weights: Path | None, arch: str | None, trust: bool) -> tuple[Any, Any]:
     """The binary model to train and its float teacher."""
-    import copy
     from binarize.config import BinarizeConfig
     from binarize import convert
     from binarize.nn.layers import BinaryLayer
@@ -132,7 +135,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
         if input_estimator is not None:
             layer = type(layer)(**(layer.to_dict() | {"input_estimator": input_estimator, "input_estimator_args": {}}))
         binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer})))
-        default_teacher = copy.deepcopy(model) if distill else None
+        default_teacher = model if distill else None  # convert copied it: the float model is intact
     teacher_model = load_model(teacher, trust=trust) if teacher and distill else default_teacher
     return binary, teacher_model
 

@@ -90,8 +90,8 @@ def finetune(
     ddp = setup(device)
     directory = Path(output_dir) if output_dir is not None else None
     _seed_everything(config.seed + ddp.rank)
-    if config.device != "cpu" and device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
     resume = load_training_checkpoint(resume_from) if resume_from is not None else None
     if resume is not None:
         _check_resume_config(resume["config"], config)
@@ -143,6 +143,8 @@ def finetune(
     try:
         for epoch in range(position.epoch, config.epochs):
             batches.set_epoch(epoch, start=position.batch)
+            # the loader draws worker seeds from its own generator, seeded per epoch, so that
+            # (re)starting an epoch's iterator never consumes the global RNG being restored
             loader.generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             model.train()
             for inputs, targets in loader:
