@@ -28,11 +28,12 @@ class AdaSTE(Estimator):
     ``official_asymmetry=True`` reproduces the official code's mid-region numerator
     ``2β(1+α) − θ`` (positive weights moving inward freeze); the default is symmetric.
     Schedule: ``β(p) = min(β0·growth^(p·e_ref + 1), 1/α)`` (p = e/e_ref gives the official
-    per-epoch values).
+    per-epoch values). The paper binarizes weights only and uses no scaling factor.
     """
 
     paper = "AdaSTE (Le et al., CVPR 2022)"
     summary = "relaxed forward annealed to sign (β grows), adaptive gradient-aware backward"
+    default_scaling = "none"  # the paper's nets have no scaling factor
 
     def __init__(
         self,

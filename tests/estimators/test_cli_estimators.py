@@ -23,7 +23,7 @@ def test_estimators_json_lists_papers_hparams_and_paper_defaults() -> None:
     assert rows["reste"]["hparams"] == {"o_end": 3.0, "t": 1.5, "m": 0.1}
     assert rows["reste"]["default_scaling"] == "tensor_mean"
     assert (rows["irnet"]["default_weight_transform"], rows["irnet"]["default_scaling"]) == ("libra_pb", "power_of_two")
-    assert rows["adaste"]["hparams"]["official_asymmetry"] is False
+    assert rows["adaste"]["hparams"]["official_asymmetry"] is False and rows["adaste"]["default_scaling"] == "none"
     assert all(row["paper"] for row in rows.values())
 
 
