@@ -97,7 +97,7 @@ def export_onnx(
     example_inputs = tuple(example_inputs)
     frozen = freeze(model)
     exporter = _write(frozen, example_inputs, path, opset, dict(metadata or {}))
-    operators = _check_standard(path)
+    operators = check_onnx_file(path)
     result = ExportResult(path, opset, exporter, path.stat().st_size, operators, checked=False)
     if not check:
         return result
@@ -218,7 +218,7 @@ def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     onnx.save(model, str(path))
 
 
-def _check_standard(path: Path) -> list[str]:
+def check_onnx_file(path: Path) -> list[str]:
     """Full ``onnx.checker`` pass; every node in the default ONNX domain. Returns op types."""
     import onnx
 

@@ -79,6 +79,17 @@ def test_eval_random_inputs_without_labels(tmp_path, checkpoint):
     assert json.loads(checkpoint_only.stdout)["agreement"] is None  # a checkpoint records no reference
 
 
+def test_export_int8_float_layers_reports_agreement(tmp_path, checkpoint):
+    path = tmp_path / "q.onnx"
+    result = run("export", checkpoint, "--onnx", path, "--input-shape", "1,1,8,8", "--int8-float-layers",
+                 "--calibration-data", "digits", "--json")
+    assert result.exit_code == 0, result.output
+    int8 = json.loads(result.stdout)["onnx"]["int8"]
+    assert int8["nodes"] == ["/stem/Conv", "/fc/Gemm"]  # the binary blocks stay ±1
+    assert 0 < int8["max_abs_diff"] < 1.0 and 0 < int8["top1_agreement"] <= 1.0
+    assert "QuantizeLinear" in {n.op_type for n in onnx.load(str(path)).graph.node}
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
