@@ -1,7 +1,8 @@
-"""Deployment: freeze a binary model to standard ops, export it to ONNX, evaluate deployed files.
+"""Deployment: freeze a binary model to standard ops, export it to ONNX (optionally with int8
+float layers), evaluate deployed files.
 
-The ONNX and evaluation modules load lazily so that reading frozen layers (as the packed
-writer does) does not import onnx or onnxruntime.
+The ONNX, quantization and evaluation modules load lazily, so that reading frozen layers (as
+the packed writer does) imports neither onnx nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ from binarize.export.freeze import (
 _LAZY: dict[str, str] = {
     "ExportResult": "binarize.export.onnx",
     "export_onnx": "binarize.export.onnx",
+    "inference_session": "binarize.export.onnx",
+    "QuantizeResult": "binarize.export.quantize",
+    "quantize_float_layers": "binarize.export.quantize",
+    "DeployedEval": "binarize.export.evaluate",
+    "evaluate_file": "binarize.export.evaluate",
+    "load_deployed": "binarize.export.evaluate",
 }
 
 __all__ = [
