@@ -149,7 +149,7 @@ def _write(
             try:
                 _export_with(exporter, frozen, example_inputs, names, Path(temporary), opset)
             except Exception as exc:  # each exporter fails in its own ways; try the next
-                errors.append(f"{exporter}: {str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__}")
+                errors.append(f"{exporter}: {_first_line(exc)}")
                 continue
             _add_metadata(Path(temporary), metadata)
             os.replace(temporary, path)
@@ -180,6 +180,11 @@ def _export_with(
                 frozen, example_inputs, dynamo=True, dynamic_shapes=shapes, external_data=False, **common
             )
             program.save(str(path))
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0][:200] if lines else type(exc).__name__
 
 
 @contextmanager
@@ -224,8 +229,8 @@ def check_onnx_file(path: Path) -> list[str]:
 
     try:
         onnx.checker.check_model(str(path), full_check=True)
-    except onnx.checker.ValidationError as exc:
-        raise ConversionError(f"exported ONNX fails onnx.checker ({str(exc).splitlines()[0][:200]})", "report this model") from None
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
+        raise ConversionError(f"exported ONNX fails onnx.checker ({_first_line(exc)})", "report this model") from None
     model = onnx.load(str(path))
     custom = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(model.graph) if n.domain not in ("", "ai.onnx")})
     if custom:

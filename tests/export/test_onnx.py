@@ -82,3 +82,29 @@ def test_converted_torchvision_models_match_onnxruntime(tmp_path, name):
     assert result.max_abs_diff <= TOLERANCE, result
     assert result.top1_agreement == 1.0
     assert "GreaterOrEqual" in result.operators  # binary inputs are exported as x >= 0
+
+
+def _tiny_graph(path, domain: str, op: str) -> None:
+    from onnx import TensorProto, helper
+
+    node = helper.make_node(op, ["x"], ["y"], domain=domain)
+    graph = helper.make_graph(
+        [node], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 2])],
+    )
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    onnx.save(helper.make_model(graph, opset_imports=opsets), str(path))
+
+
+def test_check_refuses_custom_domains_and_invalid_graphs(tmp_path):
+    from binarize.export.onnx import check_onnx_file
+
+    _tiny_graph(tmp_path / "ok.onnx", "", "Relu")
+    assert check_onnx_file(tmp_path / "ok.onnx") == ["Relu"]
+    _tiny_graph(tmp_path / "custom.onnx", "com.example", "BinarySign")
+    with pytest.raises(ConversionError, match="non-standard operators .*com.example::BinarySign"):
+        check_onnx_file(tmp_path / "custom.onnx")
+    _tiny_graph(tmp_path / "bad.onnx", "", "NoSuchOp")
+    with pytest.raises(ConversionError, match="fails onnx.checker"):
+        check_onnx_file(tmp_path / "bad.onnx")
