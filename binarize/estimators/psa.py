@@ -40,8 +40,8 @@ from binarize.estimators.dste import sample_sign
 from binarize.estimators.registry import register
 from binarize.functional import sign, with_surrogate_gradient
 
-#: Output channels per chunk when the flipped-input pre-activations are formed in backward.
-CHUNK = 16
+#: Elements per chunk of flipped-input pre-activations [B, L, K, outputs] formed in backward.
+CHUNK_ELEMENTS = 1 << 24
 _OBJECTIVES = ("identity", "log_softmax")
 #: Nodes that move values without computing: PSA's chain may pass through them.
 _TRANSPARENT_MODULES = (nn.Flatten, nn.Identity, nn.Unflatten)
@@ -214,17 +214,23 @@ class _FlipSum(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         x_in, x_out, a0, weight = ctx.saved_tensors
         geometry, s = ctx.geometry, ctx.s
-        columns = geometry.columns(x_in)  # [B, K, L]
-        batch = a0.shape[0]
-        a0 = a0.reshape(batch, a0.shape[1], -1)  # [B, O, L]
-        h = (-x_out * grad).reshape(a0.shape)
-        w = weight.reshape(weight.shape[0], -1)  # [O, K]
-        out = torch.zeros_like(columns)
-        for start in range(0, w.shape[0], CHUNK):
-            part = slice(start, start + CHUNK)
-            flipped = a0[:, part, None, :] - 2.0 * w[None, part, :, None] * columns[:, None]
-            out += torch.einsum("bokl,bol->bkl", torch.sigmoid(flipped / s), h[:, part])
-        return geometry.gather(out, x_in), None, None, None, None, None, None
+        # Layout [B, L, O, K]: the taps K are the contiguous inner dimension, and the sum over
+        # outputs O is a batched matmul without copies.
+        columns = geometry.columns(x_in).transpose(1, 2).contiguous()  # [B, L, K]
+        batch, locations, taps = columns.shape
+        scaled_a0 = (a0.reshape(batch, a0.shape[1], -1) / s).transpose(1, 2).contiguous()  # [B, L, O]
+        h = (-x_out * grad).reshape(batch, a0.shape[1], -1).transpose(1, 2).contiguous()  # [B, L, O]
+        flip = (2.0 / s) * weight.reshape(weight.shape[0], -1)  # [O, K]
+        outputs = flip.shape[0]
+        chunk = max(1, min(outputs, CHUNK_ELEMENTS // max(1, batch * locations * taps)))
+        out = columns.new_zeros((batch, locations, 1, taps))
+        for start in range(0, outputs, chunk):
+            part = slice(start, start + chunk)
+            # σ((a_j − 2·W_ji·x_i)/s) for every input i flipped, outputs j of this chunk
+            flipped = torch.addcmul(scaled_a0[:, :, part, None], columns[:, :, None, :], flip[part], value=-1.0)
+            out += h[:, :, None, part] @ flipped.sigmoid_()
+        out = out.squeeze(2)
+        return geometry.gather(out.transpose(1, 2), x_in), None, None, None, None, None, None
 
 
 def _layer_without_bias(layer: nn.Module, x: Tensor, weight: Tensor) -> Tensor:
