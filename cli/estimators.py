@@ -38,11 +38,14 @@ def estimators(
         emit_json({"estimators": rows} | ({"plot": str(written)} if written else {}))
         return
     table = Table(title="estimators")
-    for column in ("name", "paper", "summary", "hyperparameters (defaults)"):
+    for column in ("name", "paper", "summary", "hyperparameters (defaults)", "paper's weight setup"):
         table.add_column(column)
     for row in rows:
         hparams = ", ".join(f"{k}={v}" for k, v in row["hparams"].items()) or "—"
-        table.add_row(row["name"], row["paper"], row["summary"], hparams)
+        setup = ", ".join(
+            f"{label}={row[key]}" for label, key in (("transform", "default_weight_transform"), ("scaling", "default_scaling")) if row[key]
+        )
+        table.add_row(row["name"], row["paper"], row["summary"], hparams, setup or "—")
     console.print(table)
     if written:
         console.print(f"saved [bold]{written}[/bold]")

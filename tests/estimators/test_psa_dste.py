@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 import re
 
 import numpy as np
@@ -123,18 +124,25 @@ def test_dste_sample_frequency_is_sigmoid() -> None:
     torch.testing.assert_close(frequency, torch.sigmoid(a[0] / 2.0), atol=0.01, rtol=0)
 
 
-def conv_chain(unrolled: bool) -> tuple[nn.Module, torch.Tensor]:
-    """float conv → psa conv (3x3, padding 1) → psa linear; or the same with the binary conv
-    written as a dense Linear on the flattened map (its Toeplitz matrix)."""
+def conv_chain(unrolled: bool, dims: int) -> tuple[nn.Module, torch.Tensor]:
+    """float conv → psa conv (3-tap, strided, padded; dilated in 1-d) → psa linear; or the same
+    with the binary conv written as a dense Linear on the flattened map (its Toeplitz matrix)."""
     torch.manual_seed(0)
-    first, middle, last = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(2, 3, 3, padding=1, stride=2), nn.Linear(3 * 2 * 2, 2)
-    x = torch.randn(2, 1, 4, 4)
+    conv = nn.Conv1d if dims == 1 else nn.Conv2d
+    options = {"padding": 2, "dilation": 2} if dims == 1 else {"padding": 1}
+    first, middle = conv(1, 2, 3, padding=1), conv(2, 3, 3, stride=2, **options)
+    size = (8,) if dims == 1 else (4, 4)
+    x = torch.randn(2, 1, *size)
+    inputs = 2 * math.prod(size)
+    basis = torch.eye(inputs).reshape(-1, 2, *size)
+    responses = (F.conv1d if dims == 1 else F.conv2d)(basis, middle.weight, stride=2, **options)
+    outputs = responses[0].numel()
+    last = nn.Linear(outputs, 2)
     if unrolled:
-        basis = torch.eye(2 * 4 * 4).reshape(-1, 2, 4, 4)
-        dense = nn.Linear(2 * 4 * 4, 3 * 2 * 2)
+        dense = nn.Linear(inputs, outputs)
         with torch.no_grad():
-            dense.weight.copy_(F.conv2d(basis, middle.weight, stride=2, padding=1).reshape(32, 12).t())
-            dense.bias.copy_(middle.bias.repeat_interleave(4))
+            dense.weight.copy_(responses.reshape(inputs, outputs).t())
+            dense.bias.copy_(middle.bias.repeat_interleave(outputs // 3))
         model = nn.Sequential(first, nn.Flatten(), dense, last)
     else:
         model = nn.Sequential(first, middle, nn.Flatten(), last)
@@ -143,19 +151,22 @@ def conv_chain(unrolled: bool) -> tuple[nn.Module, torch.Tensor]:
     return binary, x.double()
 
 
-def test_psa_on_convolutions_equals_the_dense_chain() -> None:
+@pytest.mark.parametrize("dims", [1, 2])
+def test_psa_on_convolutions_equals_the_dense_chain(dims: int) -> None:
     torch.manual_seed(5)
-    u_first, u_second = torch.rand(2, 2, 4, 4, dtype=torch.float64), torch.rand(2, 12, dtype=torch.float64)
+    size = (8,) if dims == 1 else (4, 4)
     results = []
     for unrolled in (False, True):
-        model, x = conv_chain(unrolled)
+        model, x = conv_chain(unrolled, dims)
         binaries = [m for m in model.modules() if hasattr(m, "input_estimator")]
-        for layer, u in zip(binaries, (u_first, u_second)):
+        if not results:
+            uniforms = (torch.rand(2, 2, *size, dtype=torch.float64), torch.rand(2, binaries[-1].in_features, dtype=torch.float64))
+        for layer, u in zip(binaries, uniforms):
             layer.weight_estimator = RealWeights()
             fix_uniforms(layer.input_estimator, u)
         out = model(x)
         out.pow(2).sum().backward()
-        first = next(m for m in model.modules() if type(m) is nn.Conv2d)
+        first = next(m for m in model.modules() if type(m) in (nn.Conv1d, nn.Conv2d))
         results.append((out.detach(), first.weight.grad, first.bias.grad, binaries[-1].weight.grad))
     for conv_value, dense_value in zip(*results):
         torch.testing.assert_close(conv_value, dense_value, rtol=1e-10, atol=1e-12)
