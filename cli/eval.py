@@ -11,8 +11,10 @@ from rich.table import Table
 from binarize.checkpoint import input_shape
 from binarize.cli._common import JSON_OPTION, TRUST_OPTION, console, emit_json, handles_errors, parse_shape
 from binarize.errors import ConfigError
+from binarize.data.splits import DataSplits
 from binarize.export.evaluate import (
     DeployedEval,
+    DeployedModel,
     dataset_batches,
     evaluate_file,
     load_deployed,
@@ -73,7 +75,9 @@ def eval_file(
     render_eval(result)
 
 
-def _example_shape(shape, splits, deployed, reference_model) -> tuple[int, ...]:
+def _example_shape(
+    shape: str | None, splits: DataSplits | None, deployed: DeployedModel, reference_model: torch.nn.Module | None
+) -> tuple[int, ...]:
     """One example's shape: --input-shape, else the data's, the file's, the reference's."""
     if shape is not None:
         return parse_shape(shape)[1:]
