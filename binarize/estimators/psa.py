@@ -40,7 +40,7 @@ from binarize.estimators.dste import sample_sign
 from binarize.estimators.registry import register
 from binarize.functional import sign, with_surrogate_gradient
 
-#: Elements per chunk of flipped-input pre-activations [B, L, K, outputs] formed in backward.
+#: Elements per chunk of flipped-input pre-activations [B, L, outputs, K] formed in backward.
 CHUNK_ELEMENTS = 1 << 24
 _OBJECTIVES = ("identity", "log_softmax")
 #: Nodes that move values without computing: PSA's chain may pass through them.
@@ -99,7 +99,7 @@ class PSA(Estimator):
         else:
             upstream = producer._pass
             weight = self._producer.binary_weight().detach()
-            geometry = _Geometry.of(self._producer)
+            geometry = _Geometry(self._producer)
             q = delta0 * (1.0 - geometry.window_sum(upstream["q"], weight))
             q = q + _FlipSum.apply(upstream["q"], upstream["x"], sample, a.detach(), weight, geometry, self.s)
             producer._pass.clear()
@@ -168,10 +168,6 @@ class _Geometry:
     def __init__(self, layer: nn.Module) -> None:
         self.layer = layer
         self.conv_dims = 0 if isinstance(layer, nn.Linear) else layer.weight.dim() - 2
-
-    @classmethod
-    def of(cls, layer: nn.Module) -> _Geometry:
-        return cls(layer)
 
     def window_sum(self, q: Tensor, weight: Tensor) -> Tensor:
         """Σ of q over every output's receptive field, broadcastable against the output."""
