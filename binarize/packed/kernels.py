@@ -33,9 +33,6 @@ except ImportError:  # pragma: no cover - exercised by forcing BINARIZE_PACKED_K
 #: "numba" (default) or "numpy" (the portable fallback, also forced by BINARIZE_PACKED_KERNELS)
 BACKEND = "numba" if numba is not None and os.environ.get("BINARIZE_PACKED_KERNELS", "numba") != "numpy" else "numpy"
 
-#: output pixels per block: they share each weight-vector load, which is what keeps short K fast
-PIXEL_BLOCK = 4
-
 
 def set_num_threads(threads: int) -> None:
     """Number of threads the kernels use (numba's thread pool; no-op for the NumPy fallback)."""
@@ -125,45 +122,48 @@ if numba is not None:
                     out[n, i >> 6] |= np.uint64(1) << np.uint64(i & 63)
 
     @numba.njit(parallel=True, **_JIT)
-    def _conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out):
-        """out[N, G*Og, OH, OW] int32 = popcount(a xor b) summed over taps and words."""
+    def _conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, k, border, alpha, bias, out):
+        """out[N, OH, OW, G*Og] = (k − 2·Σ popcount(a xor b) − border) · alpha + bias.
+
+        Parallel over output rows; along a row, blocks of 4 output pixels share every
+        weight-vector load (what keeps short K fast); the output channels are the innermost,
+        vectorized loop, and the epilogue writes them contiguously.
+        """
         n_batch = a.shape[0]
         groups, kh, kw, cw, og = b.shape
-        blocks = (out_w + 3) // 4
         for job in prange(n_batch * out_h):
             n = job // out_h
             oy = job % out_h
             acc = np.empty((4, og), dtype=np.int64)
             for g in range(groups):
-                for blk in range(blocks):
-                    ox0 = blk * 4
-                    acc[:] = 0
+                for ox0 in range(0, out_w, 4):
                     count = min(4, out_w - ox0)
+                    # a short last block recomputes its last pixel instead of taking a slow path
+                    step1 = min(1, count - 1) * stride_w
+                    step2 = min(2, count - 1) * stride_w
+                    step3 = min(3, count - 1) * stride_w
+                    acc[:] = 0
                     for i in range(kh):
                         y = oy * stride_h + i * dil_h
                         for j in range(kw):
+                            x0 = ox0 * stride_w + j * dil_w
                             for word in range(cw):
                                 weights = b[g, i, j, word]
-                                if count == 4:
-                                    x0 = ox0 * stride_w + j * dil_w
-                                    a0 = a[n, y, x0, g, word]
-                                    a1 = a[n, y, x0 + stride_w, g, word]
-                                    a2 = a[n, y, x0 + 2 * stride_w, g, word]
-                                    a3 = a[n, y, x0 + 3 * stride_w, g, word]
-                                    for o in range(og):
-                                        wv = weights[o]
-                                        acc[0, o] += _popcount(a0 ^ wv)
-                                        acc[1, o] += _popcount(a1 ^ wv)
-                                        acc[2, o] += _popcount(a2 ^ wv)
-                                        acc[3, o] += _popcount(a3 ^ wv)
-                                else:
-                                    for p in range(count):
-                                        ap = a[n, y, (ox0 + p) * stride_w + j * dil_w, g, word]
-                                        for o in range(og):
-                                            acc[p, o] += _popcount(ap ^ weights[o])
+                                a0 = a[n, y, x0, g, word]
+                                a1 = a[n, y, x0 + step1, g, word]
+                                a2 = a[n, y, x0 + step2, g, word]
+                                a3 = a[n, y, x0 + step3, g, word]
+                                for o in range(og):
+                                    wv = weights[o]
+                                    acc[0, o] += _popcount(a0 ^ wv)
+                                    acc[1, o] += _popcount(a1 ^ wv)
+                                    acc[2, o] += _popcount(a2 ^ wv)
+                                    acc[3, o] += _popcount(a3 ^ wv)
+                    c0 = g * og
                     for p in range(count):
                         for o in range(og):
-                            out[n, g * og + o, oy, ox0 + p] = acc[p, o]
+                            dot = k - 2 * acc[p, o] - border[oy, ox0 + p, c0 + o]
+                            out[n, oy, ox0 + p, c0 + o] = np.float32(dot) * alpha[c0 + o] + bias[c0 + o]
 
     @numba.njit(parallel=True, **_JIT)
     def _linear_popcount(a, b, out):
@@ -206,7 +206,7 @@ def _np_pack_rows(x: np.ndarray, out: np.ndarray) -> None:
     out[:] = np.packbits(negative, axis=-1, bitorder="little").view("<u8")
 
 
-def _np_conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out) -> None:
+def _np_conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, k, border, alpha, bias, out) -> None:
     groups, kh, kw, cw, og = b.shape
     total = np.zeros((a.shape[0], out_h, out_w, groups, og), dtype=np.int64)
     for i in range(kh):
@@ -215,7 +215,8 @@ def _np_conv_popcount(a, b, stride_h, stride_w, dil_h, dil_w, out_h, out_w, out)
             patch = a[:, y0 : y0 + stride_h * (out_h - 1) + 1 : stride_h, x0 : x0 + stride_w * (out_w - 1) + 1 : stride_w]
             # patch[N, OH, OW, G, CW] vs b[G, i, j, CW, Og]
             total += _np_popcount(patch[..., None] ^ b[None, None, None, :, i, j]).sum(axis=-2, dtype=np.int64)
-    out[:] = total.reshape(a.shape[0], out_h, out_w, groups * og).transpose(0, 3, 1, 2)
+    dot = (k - 2 * total.reshape(a.shape[0], out_h, out_w, groups * og) - border[None]).astype(np.float32)
+    out[:] = dot * alpha + bias
 
 
 def _np_linear_popcount(a, b, out) -> None:
@@ -226,7 +227,8 @@ def _np_linear_popcount(a, b, out) -> None:
 # public entry points
 
 def pack_conv_input(x: np.ndarray, groups: int, padding: tuple[int, int]) -> np.ndarray:
-    """Sign bits of ``x[N, C, H, W]`` as ``A[N, H+2ph, W+2pw, G, CW]`` (zero padding → +1)."""
+    """Sign bits of ``x[N, C, H, W]`` (any strides, e.g. channels_last) as
+    ``A[N, H+2ph, W+2pw, G, CW]`` (zero padding → +1)."""
     n_batch, channels, height, width = x.shape
     cw = (channels // groups + 63) // 64
     out = np.zeros((n_batch, height + 2 * padding[0], width + 2 * padding[1], groups, cw), dtype=np.uint64)
@@ -241,13 +243,20 @@ def pack_rows(x: np.ndarray) -> np.ndarray:
     return out
 
 
-def conv_popcount(
-    a: np.ndarray, b: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int], out_size: tuple[int, int]
+def binary_conv(
+    a: np.ndarray, b: np.ndarray, stride: tuple[int, int], dilation: tuple[int, int], out_size: tuple[int, int],
+    k: int, border: np.ndarray, alpha: np.ndarray, bias: np.ndarray,
 ) -> np.ndarray:
-    """``popcount(a xor w)`` summed per output ``[N, O, OH, OW]`` (int32)."""
-    out = np.empty((a.shape[0], b.shape[0] * b.shape[4], out_size[0], out_size[1]), dtype=np.int32)
+    """``(k − 2·popcount(a xor w) − border) · α + bias`` per output, channels last:
+    ``[N, OH, OW, O]`` float32 (torch's channels_last layout once permuted to NCHW).
+
+    ``border[OH, OW, O]`` (int32) is the weight sum over zero-padding taps; with α = 1 and
+    bias = 0 the result is the exact integer accumulator (|dot| ≤ k < 2²⁴ is exact in float32).
+    Channels last keeps the fused epilogue contiguous (vectorized) even when K is short.
+    """
+    out = np.empty((a.shape[0], out_size[0], out_size[1], b.shape[0] * b.shape[4]), dtype=np.float32)
     kernel = _conv_popcount if BACKEND == "numba" else _np_conv_popcount
-    kernel(a, b, stride[0], stride[1], dilation[0], dilation[1], out_size[0], out_size[1], out)
+    kernel(a, b, stride[0], stride[1], dilation[0], dilation[1], out_size[0], out_size[1], k, border, alpha, bias, out)
     return out
 
 

@@ -53,16 +53,21 @@ class BinaryConv:
         self.words = kernels.conv_weight_layout(rows, self.groups, self.in_channels // self.groups, self.kernel)
         self.alpha = torch.from_numpy(alpha)
         self.bias = None if bias is None else torch.from_numpy(bias)
-        self._border: dict[tuple[int, int], Tensor] = {}
+        self._ones = torch.ones(self.out_channels)
+        self._zeros = torch.zeros(self.out_channels)
+        self._border: dict[tuple[int, int, tuple[int, int]], np.ndarray] = {}
 
     def __call__(self, x: Tensor) -> Tensor:
-        if not self.binary_input:  # W1A32: float activations against ±1 weights
-            y = self._float_conv(x)
-        else:
-            y = self.accumulators(x).to(torch.float32)
+        if self.binary_input:
+            return self._packed(x, self.alpha, self.bias)
+        y = self._float_conv(x)  # W1A32: float activations against ±1 weights
         shape = (1, -1) + (1,) * (y.dim() - 2)
         y = y * self.alpha.reshape(shape)
         return y if self.bias is None else y + self.bias.reshape(shape)
+
+    def accumulators(self, x: Tensor) -> Tensor:
+        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW or NCL), bit for bit."""
+        return self._packed(x, self._ones, None).to(torch.int32)
 
     def _as_2d(self, x: Tensor) -> Tensor:
         """Conv1d runs as a 1×k conv2d: [N, C, L] → [N, C, 1, L]."""
@@ -78,8 +83,8 @@ class BinaryConv:
             padding = (0, 0)
         return self._from_2d(F.conv2d(x, self.signs, None, self.stride, padding, self.dilation, self.groups))
 
-    def accumulators(self, x: Tensor) -> Tensor:
-        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW or NCL), bit for bit."""
+    def _packed(self, x: Tensor, alpha: Tensor, bias: Tensor | None) -> Tensor:
+        """Sign-pack ``x`` and run the fused kernel: ``(dot − border) · alpha + bias``."""
         if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
             raise ValueError(f"expected a {self.dims}-d input with {self.in_channels} channels, got {list(x.shape)}")
         x = self._as_2d(x)
@@ -95,22 +100,21 @@ class BinaryConv:
         )
         if min(out_size) < 1:
             raise ValueError(f"input {list(x.shape)} is smaller than the kernel")
-        packed = kernels.pack_conv_input(np.ascontiguousarray(x.detach().numpy(), dtype=np.float32),
-                                         self.groups, padding)
-        mismatches = torch.from_numpy(kernels.conv_popcount(packed, self.words, self.stride, self.dilation, out_size))
-        dot = self.k - 2 * mismatches
-        if any(padding):
-            dot -= self._border_correction(height, width, padding)
-        return self._from_2d(dot)
+        packed = kernels.pack_conv_input(x.detach().to(torch.float32).numpy(), self.groups, padding)
+        y = kernels.binary_conv(packed, self.words, self.stride, self.dilation, out_size, self.k,
+                                self._border_correction(height, width, padding), alpha.numpy(),
+                                (self._zeros if bias is None else bias).numpy())
+        return self._from_2d(torch.from_numpy(y).permute(0, 3, 1, 2))
 
-    def _border_correction(self, height: int, width: int, padding: tuple[int, int]) -> Tensor:
-        """Σ of the weights on zero-padding taps, which the kernel counted as +1 activations."""
-        key = (height, width)
+    def _border_correction(self, height: int, width: int, padding: tuple[int, int]) -> np.ndarray:
+        """Σ of the weights on zero-padding taps per output (``[OH, OW, O]`` int32), which the
+        kernel counted as +1 activations; cached per input size."""
+        key = (height, width, padding)
         if key not in self._border:
             indicator = torch.ones(1, self.in_channels, height + 2 * padding[0], width + 2 * padding[1])
             indicator[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width] = 0
             border = F.conv2d(indicator, self.signs, None, self.stride, 0, self.dilation, self.groups)
-            self._border[key] = border.round().to(torch.int32)
+            self._border[key] = np.ascontiguousarray(border[0].round().to(torch.int32).permute(1, 2, 0).numpy())
         return self._border[key]
 
 
