@@ -5,7 +5,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from binarize import convert
+from binarize import convert, estimators
 from binarize.export import (
     FrozenBinaryConv1d,
     FrozenBinaryConv2d,
@@ -99,3 +99,24 @@ def test_frozen_converted_resnet_matches_and_has_no_estimators():
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), binary(x), rtol=1e-4, atol=1e-4)
     assert frozen.binarize_source == binary.binarize_source
+
+
+@pytest.mark.parametrize("name", estimators.names())
+def test_every_estimator_freezes_to_its_deterministic_eval_function(name):
+    binary = BinaryConv2d.from_float(nn.Conv2d(4, 8, 3, padding=1), weight_estimator=name, input_estimator=name)
+    binary.train()  # stochastic estimators sample here; freeze must not
+    frozen = freeze(binary)
+    x = torch.randn(3, 4, 7, 7)
+    first, second = frozen(x), frozen(x)
+    assert torch.equal(first, second)
+    torch.testing.assert_close(first, binary.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_weight_transform_is_applied_before_signs_and_scale():
+    binary = BinaryConv2d.from_float(nn.Conv2d(4, 8, 3), weight_transform="libra_pb")
+    frozen = freeze(binary)
+    latent = binary.weight_transform(binary.weight).detach()
+    assert torch.equal(frozen.signs, torch.where(latent >= 0, 1.0, -1.0))
+    torch.testing.assert_close(frozen.alpha, latent.abs().mean(dim=(1, 2, 3)))
+    x = torch.randn(2, 4, 6, 6)
+    torch.testing.assert_close(frozen(x), binary.eval()(x), rtol=1e-5, atol=1e-5)
