@@ -122,6 +122,11 @@ def test_dste_sample_frequency_is_sigmoid() -> None:
     estimator = create("dste", s=2.0).train()
     frequency = (estimator(a) > 0).double().mean(0)
     torch.testing.assert_close(frequency, torch.sigmoid(a[0] / 2.0), atol=0.01, rtol=0)
+    torch.manual_seed(1)
+    first = estimator(a[:8])
+    torch.manual_seed(1)
+    assert torch.equal(estimator(a[:8]), first)
+    assert torch.equal(estimator.eval()(a[0]), torch.tensor([-1.0, 1.0, 1.0, 1.0], dtype=torch.float64))
 
 
 def conv_chain(unrolled: bool, dims: int) -> tuple[nn.Module, torch.Tensor]:
