@@ -7,7 +7,7 @@ and is scored on fold f. A "scratch" row trains the same ReSTE binary net from r
 for the same number of epochs, without a teacher. Prints mean top-1, its standard error
 (std / √n over the n = repeats·folds scores), the float accuracy, as a table and JSON.
 
-    python benchmarks/estimators_digits.py [--repeats 2] [--folds 5] [--epochs 5] [--json out.json]
+    python benchmarks/estimators_digits.py [--repeats 3] [--folds 5] [--epochs 5] [--json out.json]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def run(repeats: int, fold_count: int, epochs: int, quiet: bool) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=5)
     parser.add_argument("--json", help="also write the result to this file")
