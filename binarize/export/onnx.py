@@ -43,6 +43,9 @@ DISABLED_OPTIMIZERS = ("ConvMulFusion",)
 DISABLED_OPTIMIZERS_KEY = "binarize.ort_disabled_optimizers"
 #: Metadata key of the model source an export was made from (read back by ``binarize eval``).
 SOURCE_KEY = "binarize.source"
+#: Tried in order: the TorchScript-based exporter is fast and gives plain graphs across
+#: torchvision; the dynamo exporter handles what it cannot (e.g. non-divisible adaptive pooling).
+EXPORTERS = ("torchscript", "dynamo")
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
 
@@ -83,10 +86,12 @@ def export_onnx(
 ) -> ExportResult:
     """Freezes ``model`` and writes it to ``path`` as ONNX with a dynamic batch dimension.
 
-    With ``check`` the file passes ``onnx.checker`` (full check, with shape inference) and
-    onnxruntime's logits on the example inputs and on a fresh batch of another size match
-    PyTorch's (max abs difference ≤ 1e-4, identical top-1); a failed check raises
-    `ConversionError` after writing, so that the file can be inspected. Refuses to overwrite
+    The file passes ``onnx.checker`` (full check, with shape inference) and uses standard
+    operators only. With ``check`` onnxruntime's logits on the example inputs and on a fresh
+    batch of another size must match PyTorch's (max abs difference ≤ 1e-4, identical top-1).
+    The TorchScript-based exporter is tried first (fast, plain graphs across torchvision), then
+    the dynamo exporter; when neither passes, `ConversionError` says why for each, and the
+    last file written stays for inspection. Refuses to overwrite
     ``path`` unless ``force``. ``metadata`` is stored in the model's ``metadata_props``
     (the CLI records the source it exported from as ``binarize.source``).
     """
@@ -97,19 +102,24 @@ def export_onnx(
         raise ConversionError(f"opset {opset} is too old", f"use opset {MIN_OPSET} or newer")
     example_inputs = tuple(example_inputs)
     frozen = freeze(model)
-    exporter = _write(frozen, example_inputs, path, opset, dict(metadata or {}))
-    operators = check_onnx_file(path)
-    result = ExportResult(path, opset, exporter, path.stat().st_size, operators, checked=False)
-    if not check:
-        return result
-    result = _parity(frozen, path, example_inputs, result)
-    if not result.passed:
-        raise ConversionError(
-            f"onnxruntime disagrees with PyTorch on {path}: max |Δlogit| {result.max_abs_diff:.3g} "
-            f"(tolerance {TOLERANCE:g}), top-1 agreement {result.top1_agreement:.1%}",
-            "report this model; the file is kept for inspection",
+    failures = []
+    for exporter in EXPORTERS:
+        try:
+            _write(exporter, frozen, example_inputs, path, opset, dict(metadata or {}))
+            result = ExportResult(path, opset, exporter, path.stat().st_size, check_onnx_file(path), checked=False)
+            if not check:
+                return result
+            result = _parity(frozen, path, example_inputs, result)
+        except Exception as exc:  # each exporter (and onnxruntime) fails in its own ways
+            failures.append(f"{exporter}: {_first_line(exc)}")
+            continue
+        if result.passed:
+            return result
+        failures.append(
+            f"{exporter}: onnxruntime disagrees with PyTorch, max |Δlogit| {result.max_abs_diff:.3g} "
+            f"(tolerance {TOLERANCE:g}), top-1 agreement {result.top1_agreement:.1%}"
         )
-    return result
+    raise ConversionError(f"ONNX export failed ({'; '.join(failures)})", "report this model with the message above")
 
 
 def inference_session(path: str | Path, *, threads: int = 0) -> Any:
@@ -123,7 +133,7 @@ def inference_session(path: str | Path, *, threads: int = 0) -> Any:
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
-    options.log_severity_level = 3
+    options.log_severity_level = 4  # failures raise; the C++ log would repeat them on stderr
     return ort.InferenceSession(
         str(path), options, providers=["CPUExecutionProvider"], disabled_optimizers=list(DISABLED_OPTIMIZERS)
     )
@@ -136,28 +146,23 @@ def run_session(session: Any, inputs: Sequence[torch.Tensor]) -> np.ndarray:
 
 
 def _write(
-    frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...], path: Path, opset: int, metadata: dict[str, str]
-) -> str:
-    """Exports with the TorchScript-based exporter (fast, plain graphs across torchvision),
-    falling back to the dynamo exporter; writes atomically. Returns the exporter's name."""
-    names = _input_names(example_inputs)
+    exporter: str,
+    frozen: nn.Module,
+    example_inputs: tuple[torch.Tensor, ...],
+    path: Path,
+    opset: int,
+    metadata: dict[str, str],
+) -> None:
+    """Exports with ``exporter`` and adds the metadata; writes atomically (never a half file)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
     os.close(handle)
-    errors = []
     try:
-        for exporter in ("torchscript", "dynamo"):
-            try:
-                _export_with(exporter, frozen, example_inputs, names, Path(temporary), opset)
-            except Exception as exc:  # each exporter fails in its own ways; try the next
-                errors.append(f"{exporter}: {_first_line(exc)}")
-                continue
-            _add_metadata(Path(temporary), metadata)
-            os.replace(temporary, path)
-            return exporter
+        _export_with(exporter, frozen, example_inputs, _input_names(example_inputs), Path(temporary), opset)
+        _add_metadata(Path(temporary), metadata)
+        os.replace(temporary, path)
     finally:
         Path(temporary).unlink(missing_ok=True)
-    raise ConversionError(f"ONNX export failed ({'; '.join(errors)})", "report this model with the message above")
 
 
 def _export_with(

@@ -108,3 +108,32 @@ def test_check_refuses_custom_domains_and_invalid_graphs(tmp_path):
     _tiny_graph(tmp_path / "bad.onnx", "", "NoSuchOp")
     with pytest.raises(ConversionError, match="fails onnx.checker"):
         check_onnx_file(tmp_path / "bad.onnx")
+
+
+def test_falls_back_to_dynamo_when_torchscript_cannot_export(tmp_path):
+    # Adaptive pooling 4→3 is not a factor: the TorchScript-based exporter refuses it.
+    model = nn.Sequential(
+        BinaryConv2d.from_float(nn.Conv2d(3, 8, 3, padding=1)), nn.AdaptiveAvgPool2d(3), nn.Flatten(), nn.Linear(72, 5)
+    ).eval()
+    result = export_onnx(model, tmp_path / "pool.onnx", (torch.randn(2, 3, 4, 4),))
+    assert result.exporter == "dynamo" and result.passed
+
+
+class BakedBatch(nn.Module):
+    """``int(size)`` is a constant to the tracer: the exported graph would only run at batch 2."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = BinaryConv2d.from_float(nn.Conv2d(3, 4, 3))
+        self.fc = nn.Linear(36, 5)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return self.fc(y.reshape(int(y.shape[0]), -1))
+
+
+def test_a_graph_that_fails_another_batch_size_is_refused_with_both_reasons(tmp_path):
+    with pytest.raises(ConversionError) as caught:
+        export_onnx(BakedBatch().eval(), tmp_path / "baked.onnx", (torch.randn(2, 3, 5, 5),))
+    message = str(caught.value)
+    assert "torchscript: " in message and "dynamo: " in message and "\n" not in message
