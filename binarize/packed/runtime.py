@@ -152,6 +152,7 @@ class PackedModel:
         self._steps = steps
         self.metadata = dict(metadata)
         self._times: dict[str, float] = {}
+        self._release = _release_schedule(graph)
 
     @property
     def binary_layers(self) -> dict[str, BinaryConv | BinaryLinear]:
@@ -170,7 +171,7 @@ class PackedModel:
             raise ValueError(f"expected {len(self.graph.inputs)} input(s), got {len(inputs)}")
         env: dict[str, Any] = {name: _channels_last(value) for name, value in zip(self.graph.inputs, inputs)}
         times: dict[str, float] = {}
-        for node, fn in self._steps:
+        for index, (node, fn) in enumerate(self._steps):
             start = time.perf_counter() if profile else 0.0
             args = _resolve(node.args, env)
             kwargs = _resolve(node.kwargs, env)
@@ -183,6 +184,8 @@ class PackedModel:
                     f"node {node.name!r} ({node.op}) failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}",
                     "check that the input has the shape the model was exported with",
                 ) from err
+            for name in self._release[index]:  # free activations after their last use
+                del env[name]
             if profile:
                 times[node.name] = time.perf_counter() - start
         if profile:
@@ -196,6 +199,33 @@ class PackedModel:
     def node_ops(self) -> dict[str, str]:
         """Each node's op name (e.g. ``binary.conv``, ``module.BatchNorm2d``)."""
         return {node.name: node.op for node, _ in self._steps}
+
+
+def _references(value: Any) -> list[str]:
+    if isinstance(value, Ref):
+        return [value.name]
+    if isinstance(value, (list, tuple)):
+        return [name for v in value for name in _references(v)]
+    if isinstance(value, dict):
+        return [name for v in value.values() for name in _references(v)]
+    if isinstance(value, slice):
+        return _references([value.start, value.stop, value.step])
+    return []
+
+
+def _release_schedule(graph: Graph) -> list[list[str]]:
+    """For each step, the values no later step (nor the output) reads: freed right after it,
+    so activations do not pile up and the allocator reuses warm memory."""
+    last_use: dict[str, int] = {}
+    for index, node in enumerate(graph.nodes):
+        for name in _references([node.args, node.kwargs]):
+            last_use[name] = index
+    kept = set(_references(graph.output))
+    schedule: list[list[str]] = [[] for _ in graph.nodes]
+    for name, index in last_use.items():
+        if name not in kept:
+            schedule[index].append(name)
+    return schedule
 
 
 def _channels_last(value: Any) -> Any:
