@@ -130,11 +130,8 @@ def _batch_norm(p: Mapping[str, Any], t: Mapping[str, Tensor | None], x: Tensor)
     return F.batch_norm(x, t["running_mean"], t["running_var"], t["weight"], t["bias"], use_batch, 0.0, p["eps"])
 
 
-def _pool(fn: Callable[..., Tensor], *names: str) -> Callable[..., Any]:
-    return lambda p, t, x: fn(x, *(p[n] for n in names))
-
-
-def _activation(fn: Callable[..., Tensor], *names: str) -> Callable[..., Any]:
+def _positional(fn: Callable[..., Tensor], *names: str) -> Callable[..., Any]:
+    """Runs ``fn(x, *params[names])``: layers whose module form is the functional one."""
     return lambda p, t, x: fn(x, *(p[n] for n in names))
 
 
@@ -167,32 +164,32 @@ MODULE_OPS: dict[str, ModuleOp] = {
                           lambda p, t, x: F.layer_norm(x, p["normalized_shape"], t["weight"], t["bias"], p["eps"])),
     "GroupNorm": ModuleOp(("num_groups", "eps"), ("weight", "bias"),
                           lambda p, t, x: F.group_norm(x, p["num_groups"], t["weight"], t["bias"], p["eps"])),
-    "ReLU": ModuleOp(_NO_PARAMS, (), _activation(F.relu)),
-    "ReLU6": ModuleOp(_NO_PARAMS, (), _activation(F.relu6)),
-    "SiLU": ModuleOp(_NO_PARAMS, (), _activation(F.silu)),
-    "Mish": ModuleOp(_NO_PARAMS, (), _activation(F.mish)),
+    "ReLU": ModuleOp(_NO_PARAMS, (), _positional(F.relu)),
+    "ReLU6": ModuleOp(_NO_PARAMS, (), _positional(F.relu6)),
+    "SiLU": ModuleOp(_NO_PARAMS, (), _positional(F.silu)),
+    "Mish": ModuleOp(_NO_PARAMS, (), _positional(F.mish)),
     "GELU": ModuleOp(("approximate",), (), lambda p, t, x: F.gelu(x, approximate=p["approximate"])),
-    "Hardswish": ModuleOp(_NO_PARAMS, (), _activation(F.hardswish)),
-    "Hardsigmoid": ModuleOp(_NO_PARAMS, (), _activation(F.hardsigmoid)),
-    "Sigmoid": ModuleOp(_NO_PARAMS, (), _activation(torch.sigmoid)),
-    "Tanh": ModuleOp(_NO_PARAMS, (), _activation(torch.tanh)),
-    "Hardtanh": ModuleOp(("min_val", "max_val"), (), _activation(F.hardtanh, "min_val", "max_val")),
-    "LeakyReLU": ModuleOp(("negative_slope",), (), _activation(F.leaky_relu, "negative_slope")),
-    "ELU": ModuleOp(("alpha",), (), _activation(F.elu, "alpha")),
+    "Hardswish": ModuleOp(_NO_PARAMS, (), _positional(F.hardswish)),
+    "Hardsigmoid": ModuleOp(_NO_PARAMS, (), _positional(F.hardsigmoid)),
+    "Sigmoid": ModuleOp(_NO_PARAMS, (), _positional(torch.sigmoid)),
+    "Tanh": ModuleOp(_NO_PARAMS, (), _positional(torch.tanh)),
+    "Hardtanh": ModuleOp(("min_val", "max_val"), (), _positional(F.hardtanh, "min_val", "max_val")),
+    "LeakyReLU": ModuleOp(("negative_slope",), (), _positional(F.leaky_relu, "negative_slope")),
+    "ELU": ModuleOp(("alpha",), (), _positional(F.elu, "alpha")),
     "PReLU": ModuleOp(_NO_PARAMS, ("weight",), lambda p, t, x: F.prelu(x, t["weight"])),
     "Softmax": ModuleOp(("dim",), (), lambda p, t, x: F.softmax(x, p["dim"])),
     "Identity": ModuleOp(_NO_PARAMS, (), lambda p, t, x, *rest, **kw: x),
     "Dropout": ModuleOp(_NO_PARAMS, (), lambda p, t, x: x),
     "Dropout2d": ModuleOp(_NO_PARAMS, (), lambda p, t, x: x),
     "Flatten": ModuleOp(("start_dim", "end_dim"), (), lambda p, t, x: torch.flatten(x, p["start_dim"], p["end_dim"])),
-    "MaxPool1d": ModuleOp(_POOL2D, (), _pool(F.max_pool1d, *_POOL2D)),
-    "MaxPool2d": ModuleOp(_POOL2D, (), _pool(F.max_pool2d, *_POOL2D)),
+    "MaxPool1d": ModuleOp(_POOL2D, (), _positional(F.max_pool1d, *_POOL2D)),
+    "MaxPool2d": ModuleOp(_POOL2D, (), _positional(F.max_pool2d, *_POOL2D)),
     "AvgPool2d": ModuleOp(("kernel_size", "stride", "padding", "ceil_mode", "count_include_pad", "divisor_override"),
-                          (), _pool(F.avg_pool2d, "kernel_size", "stride", "padding", "ceil_mode",
+                          (), _positional(F.avg_pool2d, "kernel_size", "stride", "padding", "ceil_mode",
                                     "count_include_pad", "divisor_override")),
-    "AdaptiveAvgPool1d": ModuleOp(("output_size",), (), _pool(F.adaptive_avg_pool1d, "output_size")),
-    "AdaptiveAvgPool2d": ModuleOp(("output_size",), (), _pool(F.adaptive_avg_pool2d, "output_size")),
-    "AdaptiveMaxPool2d": ModuleOp(("output_size",), (), _pool(F.adaptive_max_pool2d, "output_size")),
+    "AdaptiveAvgPool1d": ModuleOp(("output_size",), (), _positional(F.adaptive_avg_pool1d, "output_size")),
+    "AdaptiveAvgPool2d": ModuleOp(("output_size",), (), _positional(F.adaptive_avg_pool2d, "output_size")),
+    "AdaptiveMaxPool2d": ModuleOp(("output_size",), (), _positional(F.adaptive_max_pool2d, "output_size")),
     "MultiheadAttention": ModuleOp(
         ("embed_dim", "num_heads", "batch_first", "add_zero_attn"),
         ("in_proj_weight", "in_proj_bias", "bias_k", "bias_v", "out_proj.weight", "out_proj.bias"),

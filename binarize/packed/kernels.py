@@ -40,10 +40,6 @@ def set_num_threads(threads: int) -> None:
         numba.set_num_threads(max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS)))
 
 
-def get_num_threads() -> int:
-    return numba.get_num_threads() if BACKEND == "numba" else 1
-
-
 # ---------------------------------------------------------------------------------------------
 # weight re-layout (load time, NumPy)
 

@@ -167,6 +167,11 @@ class PackedModel:
 
     @torch.no_grad()
     def __call__(self, *inputs: Tensor | np.ndarray, profile: bool = False) -> Any:
+        """Runs the graph on ``inputs`` (tensors or arrays, as the exported model took them).
+
+        With ``profile`` each node is timed; `per_layer_times` returns the result. A node that
+        fails (e.g. an input of the wrong shape) raises one `FormatError` naming it.
+        """
         if len(inputs) != len(self.graph.inputs):
             raise ValueError(f"expected {len(self.graph.inputs)} input(s), got {len(inputs)}")
         env: dict[str, Any] = {name: _channels_last(value) for name, value in zip(self.graph.inputs, inputs)}

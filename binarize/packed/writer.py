@@ -85,7 +85,7 @@ def _version() -> str:
 
 
 def _trace(frozen: nn.Module) -> torch.fx.GraphModule:
-    root = frozen.get_submodule("") if not isinstance(frozen, FrozenBinaryLayer) else nn.Sequential(frozen)
+    root = nn.Sequential(frozen) if isinstance(frozen, FrozenBinaryLayer) else frozen  # a bare layer
     try:
         graph = _Tracer().trace(root)
     except Exception as err:  # fx raises many types; the user needs one clear line
