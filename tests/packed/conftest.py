@@ -44,6 +44,12 @@ def make_small_net() -> nn.Module:
     return model.eval()
 
 
+@pytest.fixture
+def small_net() -> nn.Module:
+    """A fresh copy of the model ``small_bnz`` was written from (same seed, same weights)."""
+    return make_small_net()
+
+
 @pytest.fixture(scope="session")
 def small_bnz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("packed") / "small.bnz"

@@ -16,7 +16,6 @@ from binarize.errors import FormatError, OutputExistsError
 from binarize.export.freeze import freeze
 from binarize.packed import load_packed, save_packed
 from binarize.packed.format import read_bnz
-from tests.packed.conftest import make_small_net
 
 
 def split(data: bytes) -> tuple[dict, bytes]:
@@ -30,8 +29,8 @@ def join(header: dict, body: bytes) -> bytes:
     return struct.pack("<Q", len(text)) + text + body
 
 
-def test_round_trip_matches_frozen_model(small_bnz: Path) -> None:
-    model = make_small_net()
+def test_round_trip_matches_frozen_model(small_bnz: Path, small_net: torch.nn.Module) -> None:
+    model = small_net
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
         expected = freeze(model)(x)
@@ -45,14 +44,14 @@ def test_round_trip_matches_frozen_model(small_bnz: Path) -> None:
     assert tensors["conv1.bits"].dtype == np.uint64 and tensors["conv1.bits"].shape == (16, 2)  # K = 72
 
 
-def test_refuses_to_overwrite(small_bnz: Path) -> None:
+def test_refuses_to_overwrite(small_bnz: Path, small_net: torch.nn.Module) -> None:
     with pytest.raises(OutputExistsError):
-        save_packed(make_small_net(), small_bnz)
+        save_packed(small_net, small_bnz)
 
 
-def test_file_size_follows_the_formula(small_bnz: Path) -> None:
+def test_file_size_follows_the_formula(small_bnz: Path, small_net: torch.nn.Module) -> None:
     """1 bit per binary weight (rows padded to 64) + float32 for the rest + header."""
-    model = make_small_net()
+    model = small_net
     binary = {"conv1": (16, 72), "conv2": (16, 144), "fc1": (12, 64)}
     bits_bytes = sum(o * math.ceil(k / 64) * 8 for o, k in binary.values())
     alpha_bytes = sum(o for o, _ in binary.values()) * 4
