@@ -25,14 +25,20 @@ from binarize.nn import BinaryLayer
 
 
 def input_size(name: str) -> int:
-    """Smallest comfortable resolution: ViTs need their training size, the rest accept less."""
-    return 224 if name.startswith("vit") else 96
+    """Smallest comfortable resolution: ViT/MaxViT need their training size, Inception-v3's
+    auxiliary head needs 299, the rest accept less."""
+    if name == "inception_v3":
+        return 299
+    return 224 if name.startswith(("vit", "maxvit")) else 96
 
 
 def check(name: str) -> dict:
     row: dict = {"model": name}
     start = time.perf_counter()
     model = torchvision.models.get_model(name, weights=None)
+    for param in model.parameters():  # ViT's zero-initialised head would stop every gradient
+        if param.dim() > 1 and not param.ne(0).any():
+            torch.nn.init.normal_(param, std=0.02)
     size = input_size(name)
     x = torch.randn(2, 3, size, size)
     with warnings.catch_warnings(record=True) as caught:
