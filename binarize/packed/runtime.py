@@ -65,6 +65,10 @@ class BinaryConv:
         y = y * self.alpha.reshape(shape)
         return y if self.bias is None else y + self.bias.reshape(shape)
 
+    def fold(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """Applies ``y ↦ y·scale + shift`` per output channel through α and bias."""
+        self.alpha, self.bias = _folded(self.alpha, self.bias, scale, shift)
+
     def accumulators(self, x: Tensor) -> Tensor:
         """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW or NCL), bit for bit."""
         return self._packed(x, self._ones, None).to(torch.int32)
@@ -135,6 +139,10 @@ class BinaryLinear:
         y = y * self.alpha
         return y if self.bias is None else y + self.bias
 
+    def fold(self, scale: np.ndarray, shift: np.ndarray) -> None:
+        """Applies ``y ↦ y·scale + shift`` per output feature through α and bias."""
+        self.alpha, self.bias = _folded(self.alpha, self.bias, scale, shift)
+
     def accumulators(self, x: Tensor) -> Tensor:
         """The integer dot products ``sign(x) @ signsᵀ`` (int32), bit for bit."""
         if x.shape[-1] != self.k:
@@ -142,6 +150,15 @@ class BinaryLinear:
         rows = np.ascontiguousarray(x.detach().reshape(-1, self.k).numpy(), dtype=np.float32)
         mismatches = torch.from_numpy(kernels.linear_popcount(kernels.pack_rows(rows), self.words))
         return (self.k - 2 * mismatches).reshape(*x.shape[:-1], self.out_features)
+
+
+def _folded(alpha: Tensor, bias: Tensor | None, scale: np.ndarray, shift: np.ndarray) -> tuple[Tensor, Tensor]:
+    """``(dot·α + b)·scale + shift = dot·(α·scale) + (b·scale + shift)``, computed in float64."""
+    old_bias = np.zeros(len(scale)) if bias is None else bias.numpy().astype(np.float64)
+    with np.errstate(all="ignore"):
+        new_alpha = alpha.numpy().astype(np.float64) * scale
+        new_bias = old_bias * scale + shift
+        return torch.from_numpy(new_alpha.astype(np.float32)), torch.from_numpy(new_bias.astype(np.float32))
 
 
 class PackedModel:
@@ -289,4 +306,38 @@ def load_packed(path: str | Path) -> PackedModel:
     graph = parse_graph(parse_json(metadata["graph"], "graph"), tensor_specs(tensors))
     parse_json(metadata["config"], "config")
     steps = [(node, _step(node, tensors)) for node in graph.nodes]
-    return PackedModel(graph, steps, metadata)
+    return PackedModel(graph, _fold_batch_norms(graph, steps, tensors), metadata)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+def _fold_batch_norms(graph: Graph, steps: list[tuple[Node, Callable[..., Any]]],
+                      tensors: Mapping[str, np.ndarray]) -> list[tuple[Node, Callable[..., Any]]]:
+    """Folds an inference batch norm that is a binary layer's only consumer into that layer's
+    α and bias (the kernel's epilogue applies them for free); the norm becomes the identity.
+    Integer accumulators are untouched; outputs change only by float rounding."""
+    users: dict[str, int] = {}
+    for name in _references([[node.args, node.kwargs] for node in graph.nodes]) + _references(graph.output):
+        users[name] = users.get(name, 0) + 1
+    layers = {node.name: fn for node, fn in steps if isinstance(fn, (BinaryConv, BinaryLinear))}
+    folded = []
+    for node, fn in steps:
+        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
+        if (
+            node.op in ("module.BatchNorm1d", "module.BatchNorm2d") and isinstance(source, Ref)
+            and source.name in layers and users[source.name] == 1 and "running_mean" in node.tensors
+            and (node.op == "module.BatchNorm2d") == isinstance(layers[source.name], BinaryConv)
+            and all(tensors[name].dtype == np.float32 and tensors[name].shape == layers[source.name].alpha.shape
+                    for name in node.tensors.values())
+        ):
+            out = layers[source.name].alpha.numel()
+            with np.errstate(all="ignore"):  # odd statistics give NaN/inf, as torch's batch_norm would
+                stats = {role: tensors[name].astype(np.float64) for role, name in node.tensors.items()}
+                scale = stats.get("weight", np.ones(out)) / np.sqrt(stats["running_var"] + node.params["eps"])
+                shift = stats.get("bias", np.zeros(out)) - stats["running_mean"] * scale
+            layers[source.name].fold(scale, shift)
+            fn = _identity
+        folded.append((node, fn))
+    return folded
