@@ -12,9 +12,12 @@ on a random MobileNetV2's logits). `inference_session` disables that one fusion 
 others; the check and ``binarize eval`` use it, and the model's metadata names it.
 
 What remains: float layers run on different kernels in PyTorch and onnxruntime, which differ
-in the last bit; an activation that close to 0 at a binary input still flips. In a sweep of
-torchvision models with random weights this happened once (efficientnet_b7, 55 binary layers
-on millions of activations); other random weights for the same model pass at 2e-7.
+in the last bit, and an activation that close to 0 at a binary input still flips. GELU is the
+worst case: for x ≈ −5.5 its value underflows to −0 (sign +1) in one runtime and stays a tiny
+negative number (sign −1) in the other, so a binary layer fed by GELU disagrees on every such
+activation. In the torchvision sweep with random weights and inputs this broke parity for
+swin_v2_s/b (GELU before binary MLP layers) and once for efficientnet_b7 (55 binary layers on
+millions of activations; other random weights for it pass at 2e-7).
 """
 
 from __future__ import annotations
