@@ -16,7 +16,8 @@ def demo(
     output: Path = typer.Option(None, "--output", "-o", help="Folder for fine-tuning checkpoints and metrics (none by default)."),
     json_output: bool = JSON_OPTION,
 ) -> None:
-    """Train a float digits CNN, binarize it with ReSTE, fine-tune with distillation, compare."""
+    """Train a float digits CNN, binarize it with ReSTE, fine-tune with distillation, export to
+    ONNX and .bnz, and compare every stage."""
     from binarize.demo import run_demo
 
     console.print("[bold]binarize demo[/]: digits (offline), float → ReSTE W1A1 → fine-tuned with distillation")
@@ -27,6 +28,15 @@ def demo(
     for row in result.rows:
         table.add_row(row.stage, f"{row.top1:.2f}", f"{row.top5:.2f}", f"{row.size_bytes / 1024:.1f} KiB", str(row.binary_params))
     console.print(table)
+    deployed = Table(title="deployed forms of the fine-tuned binary model (test split, 1 thread)")
+    for column in ("form", "file", "top-1 %", "agreement", "max |Δlogit|", "size", "batch 1", "batch 64"):
+        deployed.add_column(column, justify="left" if column in ("form", "file") else "right")
+    for row in result.deployment:
+        deployed.add_row(
+            row.form, row.file, f"{row.top1:.2f}", f"{100 * row.agreement:.1f}%", f"{row.max_abs_diff:.1e}",
+            f"{row.size_bytes / 1024:.1f} KiB", f"{row.latency_batch1_ms:.3f} ms", f"{row.latency_batch64_ms:.3f} ms",
+        )
+    console.print(deployed)
     gap = result.checks["gap_points"]
     verdict = "within" if result.checks["finetuned_within_3_points_of_float"] else "NOT within"
     console.print(f"fine-tuned binary is {gap:.2f} points below float: {verdict} 3 points")

@@ -84,3 +84,7 @@ def test_demo_prints_the_table_and_meets_the_target() -> None:
     float_top1 = rows["float"]["top1"]
     assert float_top1 > 95 and rows["binary (reste), fine-tuned"]["top1"] >= float_top1 - 3
     assert rows["binary (reste), fine-tuned"]["size_bytes"] * 4 < rows["float"]["size_bytes"]
+    deployed = {row["form"]: row for row in json.loads(result.stdout)["deployment"]}
+    assert len(deployed) == 3 and all(row["agreement"] == 1.0 for row in deployed.values())
+    assert all(row["top1"] == rows["binary (reste), fine-tuned"]["top1"] for row in deployed.values())
+    assert deployed["packed .bnz (xnor/popcount)"]["size_bytes"] * 3 < deployed["ONNX (onnxruntime)"]["size_bytes"]
