@@ -2,12 +2,16 @@
 
 Each layer has four plain slots: ``weight_estimator``, ``input_estimator`` (None keeps float
 activations, i.e. W1A32), ``scaling`` (α from the latent weight) and ``weight_transform``
-(applied to the latent weight first, e.g. Libra-PB). The effective weight is
-``weight_estimator(T(W)) · scaling(T(W))``.
+(applied to the latent weight first, e.g. Libra-PB). The output is
+``op(x_b, weight_estimator(T(W))) · α + bias``: α multiplies the output per channel rather
+than the weights, so that with ±1 inputs and weights the accumulation is exact integers, as in
+the frozen model, ONNX and the packed runtime (scaling the weights first rounds, and inputs
+near 0 could then take another sign downstream).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
@@ -55,6 +59,13 @@ class BinaryLayer(nn.Module):
 
     def binarize_input(self, x: Tensor) -> Tensor:
         return x if self.input_estimator is None else self.input_estimator(x)
+
+    def _binary_forward(self, x: Tensor, op: Callable[[Tensor, Tensor], Tensor], channel_dim: int) -> Tensor:
+        """``op(x_b, signs) · α + bias`` with α and bias broadcast along ``channel_dim``."""
+        latent = self.transformed_weight()
+        out = op(self.binarize_input(x), self.weight_estimator(latent))
+        out = out * _along(self.scaling(latent), out.dim(), channel_dim)
+        return out if self.bias is None else out + _along(self.bias, out.dim(), channel_dim)
 
     @torch.no_grad()
     def frozen_weight(self) -> tuple[Tensor, Tensor]:
@@ -114,6 +125,16 @@ class BinaryLayer(nn.Module):
                 self.weight.copy_(latent_weight)
 
 
+def _along(values: Tensor, dims: int, channel_dim: int) -> Tensor:
+    """Per-channel ``values`` (any shape with O elements, or a scalar) shaped to broadcast
+    along ``channel_dim`` of a ``dims``-dimensional output."""
+    if values.numel() == 1:
+        return values.reshape(())
+    shape = [1] * dims
+    shape[channel_dim] = -1
+    return values.reshape(shape)
+
+
 def _conv_kwargs(layer: Any) -> dict[str, Any]:
     return {
         "in_channels": layer.in_channels,
@@ -148,7 +169,7 @@ class _BinaryConv(BinaryLayer):
         self._init_slots(weight_estimator, input_estimator, scaling, weight_transform)
 
     def forward(self, x: Tensor) -> Tensor:
-        return self._conv_forward(self.binarize_input(x), self.binary_weight(), self.bias)
+        return self._binary_forward(x, lambda inputs, signs: self._conv_forward(inputs, signs, None), 1)
 
 
 class BinaryConv2d(_BinaryConv, nn.Conv2d):
@@ -195,7 +216,7 @@ class BinaryLinear(BinaryLayer, nn.Linear):
         }
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.binarize_input(x), self.binary_weight(), self.bias)
+        return self._binary_forward(x, F.linear, -1)
 
 
 #: Float layer type → its binary counterpart (exact types; subclasses are looked up by MRO).

@@ -107,3 +107,27 @@ def test_create_reports_unknown_estimator_with_suggestion():
 
     with pytest.raises(ConfigError, match="did you mean 'clipped_ste'"):
         create("clipped_st")
+
+
+def test_scale_multiplies_exact_integer_accumulators():
+    """α scales the output, not the weights: sums of ±1·±1 stay exact integers (as deployed)."""
+    layer = BinaryConv2d.from_float(nn.Conv2d(64, 8, 3, padding=1)).eval()
+    x = torch.randn(2, 64, 7, 7)
+    signs, alpha = layer.frozen_weight()
+    accumulators = F.conv2d(sign(x), signs, padding=1)
+    expected = accumulators * alpha.reshape(1, -1, 1, 1) + layer.bias.reshape(1, -1, 1, 1)
+    assert torch.equal(layer(x), expected)
+
+
+def test_converted_mobilenet_equals_its_frozen_copy():
+    """Regression: scaling the weights before the conv made rounding flip downstream signs
+    (logits of a random MobileNetV2 differed from the frozen model by 0.056)."""
+    import torchvision
+
+    import binarize
+
+    torch.manual_seed(0)
+    model = binarize.convert(torchvision.models.mobilenet_v2()).eval()
+    x = torch.randn(4, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(binarize.freeze(model)(x), model(x), rtol=1e-5, atol=1e-5)
