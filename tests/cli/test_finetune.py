@@ -38,7 +38,7 @@ def test_finetune_a_float_zoo_model_with_a_recipe_and_resume(tmp_path: Path) -> 
     assert result.exit_code == 0, result.output
     summary = json.loads(result.stdout)
     assert summary["config"]["epochs"] == 1 and summary["config"]["lr"] == 1e-3  # flag over recipe
-    assert summary["reference_top1"] == 98.63 and summary["data"] == "digits"
+    assert summary["reference_top1"] == 98.35 and summary["data"] == "digits"
     assert summary["steps"] == 1433 // 128 and 0 <= summary["final"]["top1"] <= 100
     assert {p.name for p in out.iterdir()} >= {"last.pt", "best.pt", "metrics.jsonl"}
     model = load_checkpoint(out / "last.pt")
