@@ -40,6 +40,7 @@ def convert(
     config = config or BinarizeConfig()
     work = copy.deepcopy(model)
     work.train(model.training)
+    _carry_attributes(model, work)
     converted, order, called, mode, notes = _structure(work, config, example_inputs)
     decisions = plan(converted, config, order, called)
     return apply_plan(converted, config, decisions, mode=mode, warnings_=notes, source=model)
@@ -52,10 +53,7 @@ def rebuild(
     work = copy.deepcopy(model)
     if mode == "fx":
         work = trace(work)
-        work.binarize_source = getattr(model, "binarize_source", None)
-    for attribute in ("binarize_input_shape",):
-        if hasattr(model, attribute):
-            setattr(work, attribute, getattr(model, attribute))
+    _carry_attributes(model, work)
     return apply_plan(work, config, plan_from_records(records), mode=mode, source=model)
 
 
@@ -166,10 +164,15 @@ def _structure(
         order, called = _order_without_graph(work, example_inputs)
         return work, order, called, "fallback", [note]
     gm.train(work.training)
-    for attribute in ("binarize_source", "binarize_input_shape", "input_shape"):
-        if hasattr(work, attribute):
-            setattr(gm, attribute, getattr(work, attribute))
+    _carry_attributes(work, gm)
     return gm, called_modules_in_order(gm), set(called_modules_in_order(gm)), "fx", []
+
+
+def _carry_attributes(source: nn.Module, target: nn.Module) -> None:
+    """Copies what binarize records on a model; a GraphModule's deepcopy or retrace drops it."""
+    for attribute in ("binarize_source", "binarize_input_shape", "input_shape"):
+        if hasattr(source, attribute):
+            setattr(target, attribute, getattr(source, attribute))
 
 
 def _order_without_graph(

@@ -102,3 +102,13 @@ def test_checkpoint_of_own_class_needs_the_model(tmp_path):
     reloaded = load_checkpoint(path, model=Tiny())
     x = torch.randn(1, 3, 8, 8)
     torch.testing.assert_close(reloaded.eval()(x), converted.eval()(x))
+
+
+def test_exported_program_keeps_its_input_shape_through_conversion(tmp_path):
+    """Regression: deep-copying a GraphModule dropped the recorded input shape."""
+    path = tmp_path / "tiny.pt2"
+    torch.export.save(torch.export.export(Tiny().eval(), (torch.randn(2, 3, 8, 8),)), path)
+    converted = binarize.convert(binarize.load_model(path), BinarizeConfig(min_fan_in=0))
+    assert converted.binarize_input_shape == (2, 3, 8, 8)
+    save_checkpoint(converted, tmp_path / "t.pt")
+    assert load_checkpoint(tmp_path / "t.pt").binarize_input_shape == (2, 3, 8, 8)
