@@ -16,3 +16,16 @@ def test_surrogate_gradient_replaces_the_true_one():
     y.backward(torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]))
     assert y.tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0]
     assert x.grad.tolist() == [1.5, 1.0, 0.0, 2.0, 7.5]
+
+
+
+def test_every_source_package_is_importable_as_installed():
+    """Regression: an installed (non-editable) binarize once lacked binarize.cli."""
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    packages = ["binarize.cli"] + [
+        ".".join(init.parent.relative_to(root).parts) for init in (root / "binarize").rglob("__init__.py")
+    ]
+    assert [name for name in packages if importlib.util.find_spec(name) is None] == []
