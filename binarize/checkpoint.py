@@ -9,8 +9,6 @@ unless the float source itself was a pickled module (then ``trust=True`` is need
 from __future__ import annotations
 
 import copy
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -18,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from binarize._files import atomic_path
 from binarize.config import BinarizeConfig
 from binarize.errors import ModelSourceError, OutputExistsError
 
@@ -97,17 +96,8 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) 
 
 def atomic_save(payload: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def load_checkpoint(

@@ -26,7 +26,6 @@ import io
 import os
 import re
 import sys
-import tempfile
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
@@ -38,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from binarize._files import atomic_path
 from binarize.errors import ConversionError, OutputExistsError
 from binarize.export.freeze import freeze
 
@@ -162,15 +162,9 @@ def _write(
     metadata: dict[str, str],
 ) -> None:
     """Exports with ``exporter`` and adds the metadata; writes atomically (never a half file)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(handle)
-    try:
-        _export_with(exporter, frozen, example_inputs, _input_names(example_inputs), Path(temporary), opset)
-        _add_metadata(Path(temporary), metadata)
-        os.replace(temporary, path)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_path(path) as temporary:
+        _export_with(exporter, frozen, example_inputs, _input_names(example_inputs), temporary, opset)
+        _add_metadata(temporary, metadata)
 
 
 def _export_with(

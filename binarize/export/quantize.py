@@ -10,8 +10,6 @@ agreement with PyTorch is reported rather than enforced.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,6 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from binarize._files import atomic_path
 from binarize.errors import ConversionError
 
 QUANTIZABLE = ("Conv", "Gemm", "MatMul")
@@ -83,19 +82,16 @@ def quantize_float_layers(
         def get_next(self) -> dict[str, np.ndarray] | None:
             return next(self._batches, None)
 
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".onnx", dir=path.parent)
-    os.close(handle)
     logging.disable(logging.WARNING)  # onnxruntime logs advice on the root logger; our result says enough
     try:
-        quantize_static(
-            str(path), temporary, Batches(), quant_format=QuantFormat.QDQ,
-            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-            per_channel=True, nodes_to_quantize=nodes,
-        )
-        os.replace(temporary, path)
+        with atomic_path(path) as temporary:
+            quantize_static(
+                str(path), str(temporary), Batches(), quant_format=QuantFormat.QDQ,
+                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                per_channel=True, nodes_to_quantize=nodes,
+            )
     finally:
         logging.disable(logging.NOTSET)
-        Path(temporary).unlink(missing_ok=True)
     check_onnx_file(path)
     with torch.no_grad():
         expected = reference(check_inputs).float().numpy()

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from binarize._files import atomic_path
 from binarize.errors import FormatError, OutputExistsError
 
 FORMAT_NAME = "binarize.bnz"
@@ -49,9 +49,8 @@ def write_bnz(path: str | Path, tensors: Mapping[str, np.ndarray], metadata: Map
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", "pass --force (force=True) to overwrite it")
     payload = save({name: np.ascontiguousarray(t) for name, t in tensors.items()}, metadata=dict(metadata))
-    partial = path.with_name(path.name + ".partial")
-    partial.write_bytes(payload)
-    os.replace(partial, path)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(payload)
     return path
 
 
