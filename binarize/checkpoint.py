@@ -18,7 +18,7 @@ from torch import nn
 
 from binarize._files import atomic_path
 from binarize.config import BinarizeConfig
-from binarize.errors import ModelSourceError, OutputExistsError
+from binarize.errors import ModelSourceError, OutputExistsError, first_line
 
 FORMAT = "binarize.model"
 VERSION = 1
@@ -79,7 +79,7 @@ def model_from_record(
         result.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as exc:
         raise ModelSourceError(
-            f"checkpoint weights do not fit the rebuilt model ({str(exc).splitlines()[0][:160]})",
+            f"checkpoint weights do not fit the rebuilt model ({first_line(exc, 160)})",
             "the checkpoint was written by another binarize version or its source changed",
         ) from None
     return result

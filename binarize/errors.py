@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+
+_TERMINAL_COLOURS = re.compile(r"\x1b\[[0-9;]*m")
+
 
 class BinarizeError(Exception):
     """Base of every error binarize raises on purpose.
@@ -14,6 +18,13 @@ class BinarizeError(Exception):
         self.what = " ".join(str(what).split())
         self.fix = " ".join(str(fix).split())
         super().__init__(f"{self.what} — {self.fix}")
+
+
+def first_line(exc: BaseException, limit: int = 200) -> str:
+    """What a one-line error quotes of ``exc``: its message's first line without terminal
+    colours, at most ``limit`` characters (the exception's type name when it has no message)."""
+    lines = _TERMINAL_COLOURS.sub("", str(exc)).strip().splitlines()
+    return lines[0][:limit] if lines else type(exc).__name__
 
 
 class ConfigError(BinarizeError, ValueError):

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from binarize.errors import ModelSourceError, UnsafeSourceError
+from binarize.errors import ModelSourceError, UnsafeSourceError, first_line
 
 #: Default example input shape per source kind (a checkpoint records the one used).
 IMAGENET_SHAPE = (1, 3, 224, 224)
@@ -127,7 +127,7 @@ def _load_state(model: nn.Module, path: Path, state: Mapping[str, torch.Tensor])
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # shape mismatches
         raise ModelSourceError(
-            f"{path} does not fit the architecture ({_first_line(exc)[:160]})",
+            f"{path} does not fit the architecture ({first_line(exc, 160)})",
             "pass the --arch these weights were trained with",
         ) from None
     if result.missing_keys or result.unexpected_keys:
@@ -152,7 +152,7 @@ def _read_torch_file(path: Path, *, trust: bool) -> Any:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-            raise ModelSourceError(f"cannot read {path} as a PyTorch file ({_first_line(exc)})", "check that the file is complete and not corrupt") from None
+            raise ModelSourceError(f"cannot read {path} as a PyTorch file ({first_line(exc)})", "check that the file is complete and not corrupt") from None
         if not trust:
             raise UnsafeSourceError(
                 f"{path} is a pickled module: loading it runs code stored in the file",
@@ -161,14 +161,14 @@ def _read_torch_file(path: Path, *, trust: bool) -> Any:
             ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelSourceError(
-            f"cannot read {path} as a PyTorch file ({_first_line(exc)})",
+            f"cannot read {path} as a PyTorch file ({first_line(exc)})",
             "check that the file is complete and not corrupt",
         ) from None
     try:
         return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # trusted unpickling can fail with anything the file raises
         raise ModelSourceError(
-            f"cannot unpickle {path} ({_first_line(exc)})",
+            f"cannot unpickle {path} ({first_line(exc)})",
             "the classes it needs must be importable; prefer a state dict with --arch",
         ) from None
 
@@ -181,7 +181,7 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
         raise ModelSourceError(
-            f"cannot read {path} as safetensors ({_first_line(exc)})", "check the file is complete"
+            f"cannot read {path} as safetensors ({first_line(exc)})", "check the file is complete"
         ) from None
 
 
@@ -192,7 +192,7 @@ def _load_exported(path: Path) -> nn.Module:
         program = torch.export.load(str(path))
     except Exception as exc:  # a corrupt archive raises many kinds of errors
         raise ModelSourceError(
-            f"cannot read {path} as a torch.export archive ({_first_line(exc)})",
+            f"cannot read {path} as a torch.export archive ({first_line(exc)})",
             "write it with torch.export.save(torch.export.export(model, args), path)",
         ) from None
     model = lift_functional_layers(program.module())
@@ -231,7 +231,3 @@ def _exported_input_shape(program: Any) -> tuple[int, ...] | None:
 def _file_bytes(path: Path) -> torch.Tensor:
     return torch.frombuffer(bytearray(path.read_bytes()), dtype=torch.uint8)
 
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.swap import build_binary, resolved, set_submodule
 from binarize.conversion.tracer import called_modules_in_order, trace
-from binarize.errors import ConversionError
+from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
 
 
@@ -153,7 +153,7 @@ def _structure(
     try:
         gm = trace(work)
     except Exception as exc:  # tracing can fail with any error the model's forward raises
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}".strip()
+        reason = f"{type(exc).__name__}: {first_line(exc)}"
         if config.strict:
             raise ConversionError(
                 f"torch.fx cannot trace {type(work).__name__} ({reason})",

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from binarize.errors import ConfigError, ModelSourceError
+from binarize.errors import ConfigError, ModelSourceError, first_line
 
 Batches = Iterable[tuple[Tensor, Tensor | None]]
 
@@ -90,7 +90,7 @@ class OnnxFile(DeployedModel):
             try:
                 self._sessions[self._threads] = inference_session(self.path, threads=self._threads)
             except Exception as exc:  # onnxruntime raises its own types for unreadable files
-                raise ModelSourceError(f"onnxruntime cannot load {self.path} ({str(exc).splitlines()[0][:160]})",
+                raise ModelSourceError(f"onnxruntime cannot load {self.path} ({first_line(exc, 160)})",
                                        "re-export it with binarize export MODEL --onnx OUT.onnx") from None
         return self._sessions[self._threads]
 

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import io
 import os
-import re
 import sys
 import warnings
 from collections.abc import Iterator, Mapping, Sequence
@@ -38,7 +37,7 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
-from binarize.errors import ConversionError, OutputExistsError
+from binarize.errors import ConversionError, OutputExistsError, first_line
 from binarize.export.freeze import freeze
 
 MIN_OPSET = 17
@@ -119,7 +118,7 @@ def export_onnx(
                 return result
             result = _parity(frozen, path, example_inputs, result)
         except Exception as exc:  # each exporter (and onnxruntime) fails in its own ways
-            failures.append(f"{exporter}: {_first_line(exc)}")
+            failures.append(f"{exporter}: {first_line(exc)}")
             continue
         if result.passed:
             return result
@@ -190,11 +189,6 @@ def _export_with(
             program.save(str(path))
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip().splitlines()  # without terminal colours
-    return lines[0][:200] if lines else type(exc).__name__
-
-
 @contextmanager
 def _silenced_output() -> Iterator[None]:
     """Silences stdout/stderr at the file-descriptor level: the exporters print whole graphs
@@ -238,7 +232,7 @@ def check_onnx_file(path: Path) -> list[str]:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as exc:
-        raise ConversionError(f"exported ONNX fails onnx.checker ({_first_line(exc)})", "report this model") from None
+        raise ConversionError(f"exported ONNX fails onnx.checker ({first_line(exc)})", "report this model") from None
     model = onnx.load(str(path))
     custom = sorted({f"{n.domain}::{n.op_type}" for n in _all_nodes(model.graph) if n.domain not in ("", "ai.onnx")})
     if custom:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from binarize.errors import BinarizeError, FormatError
+from binarize.errors import BinarizeError, FormatError, first_line
 from binarize.packed import kernels
 from binarize.packed.bits import pad_bits_clear, unpack_signs
 from binarize.packed.format import parse_json, read_bnz, tensor_specs
@@ -203,7 +203,7 @@ class PackedModel:
                 raise
             except Exception as err:  # a float op refusing its input: one clear line, not a trace
                 raise FormatError(
-                    f"node {node.name!r} ({node.op}) failed: {type(err).__name__}: {str(err).splitlines()[0][:120]}",
+                    f"node {node.name!r} ({node.op}) failed: {type(err).__name__}: {first_line(err, 120)}",
                     "check that the input has the shape the model was exported with",
                 ) from err
             for name in self._release[index]:  # free activations after their last use

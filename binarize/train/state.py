@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from binarize.checkpoint import FORMAT, atomic_save, model_record
-from binarize.errors import ModelSourceError
+from binarize.errors import ModelSourceError, first_line
 
 KIND = "binarize.training"
 
@@ -101,7 +101,7 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises many types for a bad file; all mean the same here
         raise ModelSourceError(
-            f"{path} is not a readable checkpoint ({str(exc).splitlines()[0][:120]})",
+            f"{path} is not a readable checkpoint ({first_line(exc, 120)})",
             "pass the last.pt or best.pt written by binarize finetune",
         ) from None
     if not isinstance(payload, dict) or payload.get("kind") != KIND:

@@ -7,7 +7,6 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from binarize.estimators import create
 from binarize.nn import BinaryConv2d, BinaryLinear
 from binarize.progress import set_progress
 

@@ -23,3 +23,11 @@ def test_failure_keeps_the_target_and_cleans_up(tmp_path):
         raise RuntimeError("exporter crashed")
     assert target.read_bytes() == b"old"
     assert list(tmp_path.iterdir()) == [target]
+
+
+def test_first_line_quotes_one_clean_line():
+    from binarize.errors import first_line
+
+    assert first_line(RuntimeError("\x1b[31mboom\x1b[0m happened\nstack detail")) == "boom happened"
+    assert first_line(ValueError("x" * 500), 120) == "x" * 120
+    assert first_line(KeyError()) == "KeyError"
