@@ -15,8 +15,12 @@ Backward = Callable[[Tensor, Tensor], Tensor]
 
 
 def sign(x: Tensor) -> Tensor:
-    """±1 with sign(0) = +1 (binarize's convention everywhere: a bit cannot hold 0)."""
-    return torch.where(x >= 0, torch.ones_like(x), -torch.ones_like(x))
+    """±1 with sign(0) = +1 (binarize's convention everywhere: a bit cannot hold 0).
+
+    Written as ``(x >= 0) · 2 − 1`` so that frozen models export to the standard ONNX ops
+    GreaterOrEqual and Cast.
+    """
+    return (x >= 0).to(x.dtype) * 2 - 1
 
 
 class _Surrogate(torch.autograd.Function):

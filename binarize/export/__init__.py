@@ -18,7 +18,6 @@ from binarize.export.freeze import (
     freeze,
     freeze_layer,
     frozen_layers,
-    sign_input,
 )
 
 _LAZY: dict[str, str] = {
@@ -40,7 +39,6 @@ __all__ = [
     "freeze",
     "freeze_layer",
     "frozen_layers",
-    "sign_input",
     *_LAZY,
 ]
 

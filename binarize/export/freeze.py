@@ -3,7 +3,7 @@
 Every binary layer becomes a frozen layer holding plain tensors — ``signs`` (±1, the weight's
 shape), ``alpha`` (one scale per output channel) and ``bias`` — and computing
 
-    y = conv(sign_input(x), signs) · α + bias        (sign_input only if the layer had one)
+    y = conv(sign(x), signs) · α + bias        (sign only if the layer had one)
 
 with standard operations only (``x >= 0``, cast, conv/linear, multiply, add), so that ONNX
 export and the packed writer see neither estimators nor autograd Functions. α multiplies the
@@ -23,12 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from binarize.functional import sign
 from binarize.nn.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
-
-
-def sign_input(x: Tensor) -> Tensor:
-    """±1 with sign(0) = +1, written as ``(x >= 0) · 2 − 1`` (ONNX: GreaterOrEqual, Cast)."""
-    return (x >= 0).to(x.dtype) * 2 - 1
 
 
 class FrozenBinaryLayer(nn.Module):
@@ -52,7 +48,7 @@ class FrozenBinaryLayer(nn.Module):
         return self.signs.shape[0]
 
     def _prepare(self, x: Tensor) -> Tensor:
-        return sign_input(x) if self.binary_input else x
+        return sign(x) if self.binary_input else x
 
     def _scale_and_shift(self, y: Tensor, channel_dim: int) -> Tensor:
         # α and bias broadcast along the output-channel dimension of y.
@@ -97,19 +93,19 @@ class _FrozenConv(FrozenBinaryLayer):
 
 
 class FrozenBinaryConv2d(_FrozenConv):
-    """A frozen `BinaryConv2d`: ``conv2d(sign_input(x), signs) · α + bias``."""
+    """A frozen `BinaryConv2d`: ``conv2d(sign(x), signs) · α + bias``."""
 
     _conv = staticmethod(F.conv2d)
 
 
 class FrozenBinaryConv1d(_FrozenConv):
-    """A frozen `BinaryConv1d`: ``conv1d(sign_input(x), signs) · α + bias``."""
+    """A frozen `BinaryConv1d`: ``conv1d(sign(x), signs) · α + bias``."""
 
     _conv = staticmethod(F.conv1d)
 
 
 class FrozenBinaryLinear(FrozenBinaryLayer):
-    """A frozen `BinaryLinear`: ``linear(sign_input(x), signs) · α + bias``."""
+    """A frozen `BinaryLinear`: ``linear(sign(x), signs) · α + bias``."""
 
     def __init__(self, layer: nn.Module, signs: Tensor, alpha: Tensor, binary_input: bool) -> None:
         super().__init__(signs, alpha, layer.bias, binary_input)

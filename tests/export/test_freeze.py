@@ -12,8 +12,8 @@ from binarize.export import (
     FrozenBinaryLinear,
     freeze,
     frozen_layers,
-    sign_input,
 )
+from binarize.functional import sign
 from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
 
 CONV_SETTINGS = [
@@ -24,9 +24,9 @@ CONV_SETTINGS = [
 ]
 
 
-def test_sign_input_maps_zero_to_plus_one():
+def test_frozen_sign_maps_zero_to_plus_one():
     x = torch.tensor([-2.0, -1e-7, 0.0, -0.0, 1e-7, 3.0])
-    assert sign_input(x).tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
+    assert sign(x).tolist() == [-1.0, -1.0, 1.0, 1.0, 1.0, 1.0]
 
 
 @pytest.mark.parametrize("settings", CONV_SETTINGS)

@@ -15,7 +15,8 @@ from torch.nn import functional as F
 
 from binarize import BinarizeConfig, convert
 from binarize.errors import ConversionError
-from binarize.export.freeze import FrozenBinaryLayer, FrozenBinaryLinear, freeze, sign_input
+from binarize.export.freeze import FrozenBinaryLayer, FrozenBinaryLinear, freeze
+from binarize.functional import sign
 from binarize.models import create
 from binarize.nn import BinaryConv1d, BinaryConv2d
 from binarize.packed import PackedModel, load_packed, save_packed
@@ -23,7 +24,7 @@ from binarize.packed import PackedModel, load_packed, save_packed
 
 def _integer_dots(layer: FrozenBinaryLayer, x: torch.Tensor) -> torch.Tensor:
     """PyTorch's exact integer accumulators of a frozen layer: conv(sign(x), signs) in float64."""
-    xs, signs = sign_input(x).double(), layer.signs.double()
+    xs, signs = sign(x).double(), layer.signs.double()
     if isinstance(layer, FrozenBinaryLinear):
         return F.linear(xs, signs)
     if layer.padding_mode != "zeros":
