@@ -34,8 +34,9 @@ def convert(
     by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
     then give the execution order that finds the first and last layers.
 
-    The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config`` and
-    ``binarize_source`` (where the float model came from, if known) as attributes.
+    The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
+    ``binarize_plan`` (the resolved decisions a checkpoint replays) and, when the float model
+    has one, its ``binarize_source`` as attributes.
     """
     config = config or BinarizeConfig()
     work = copy.deepcopy(model)
@@ -43,7 +44,7 @@ def convert(
     _carry_attributes(model, work)
     converted, order, called, mode, notes = _structure(work, config, example_inputs)
     decisions = plan(converted, config, order, called)
-    return apply_plan(converted, config, decisions, mode=mode, warnings_=notes, source=model)
+    return apply_plan(converted, config, decisions, mode=mode, warnings_=notes)
 
 
 def rebuild(
@@ -54,7 +55,7 @@ def rebuild(
     if mode == "fx":
         work = trace(work)
     _carry_attributes(model, work)
-    return apply_plan(work, config, plan_from_records(records), mode=mode, source=model)
+    return apply_plan(work, config, plan_from_records(records), mode=mode)
 
 
 def plan(
@@ -86,14 +87,16 @@ def apply_plan(
     *,
     mode: str,
     warnings_: Sequence[str] = (),
-    source: nn.Module | None = None,
 ) -> nn.Module:
     """Swaps in the binary layers ``decisions`` select (in place) and attaches the report."""
-    rows = []
+    rows, plan_records = [], []
     by_estimator: dict[str, list[str]] = {}
     for decision in decisions:
         module = model.get_submodule(decision.fqn)
         layer = resolved(decision.layer) if decision.layer is not None else None
+        plan_records.append(
+            {"fqn": decision.fqn, "layer": None if layer is None else layer.to_dict(), "reason": decision.reason}
+        )
         if layer is not None:
             set_submodule(model, decision.fqn, build_binary(module, layer))
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
@@ -115,11 +118,7 @@ def apply_plan(
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(notes))
     model.binarize_config = config
-    model.binarize_source = getattr(source, "binarize_source", None)
-    model.binarize_plan = [
-        {"fqn": row.fqn, "layer": None if d.layer is None else resolved(d.layer).to_dict(), "reason": d.reason}
-        for row, d in zip(rows, decisions)
-    ]
+    model.binarize_plan = plan_records
     return model
 
 
