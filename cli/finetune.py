@@ -97,7 +97,7 @@ def finetune(
     shape = getattr(binary, "binarize_input_shape", None) or getattr(binary, "input_shape", None)
     splits = get_datasets(data_spec, image_size=shape[-1] if shape else None)
     if main_process:
-        console.print(f"finetune {getattr(binary, 'binarize_source', {}).get('name', '')} on {splits.name}: "
+        console.print(f"finetune {(getattr(binary, 'binarize_source', None) or {}).get('name', '')} on {splits.name}: "
                       f"{len(splits.train)} train / {len(splits.test)} test, output {run_dir}")
     try:
         result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,

@@ -35,8 +35,8 @@ def convert(
     then give the execution order that finds the first and last layers.
 
     The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
-    ``binarize_plan`` (the resolved decisions a checkpoint replays) and, when the float model
-    has one, its ``binarize_source`` as attributes.
+    ``binarize_plan`` (the resolved decisions a checkpoint replays) and ``binarize_source``
+    (where the float model came from, None if unknown) as attributes.
     """
     config = config or BinarizeConfig()
     work = copy.deepcopy(model)
@@ -119,6 +119,7 @@ def apply_plan(
     model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(notes))
     model.binarize_config = config
     model.binarize_plan = plan_records
+    model.binarize_source = getattr(model, "binarize_source", None)  # None: a model binarize cannot name
     return model
 
 
