@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
 from binarize.errors import ConfigError
 
 T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: Iterable[str], render: Callable[[str], str] = repr) -> str:
+    """``"did you mean <closest>? "`` when a choice is close to ``name``, else ``""``."""
+    close = difflib.get_close_matches(name, list(choices), n=1)
+    return f"did you mean {render(close[0])}? " if close else ""
 
 
 class Registry(Generic[T]):
@@ -37,9 +43,7 @@ class Registry(Generic[T]):
             raise ConfigError(f"unknown {self.kind} {name!r}", self.suggestion(name)) from None
 
     def suggestion(self, name: str) -> str:
-        close = difflib.get_close_matches(name, self._entries, n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        return f"{hint}valid {self.kind}s: {', '.join(self.names())}"
+        return f"{did_you_mean(name, self._entries)}valid {self.kind}s: {', '.join(self.names())}"
 
     def names(self) -> list[str]:
         return list(self._entries)

@@ -108,9 +108,9 @@ def load_checkpoint(
 
     if model is None:
         return load_model(path, trust=trust)
-    from binarize.sources import _read_torch_file
+    from binarize.sources import read_torch_file
 
-    return model_from_payload(_read_torch_file(Path(path), trust=False), trust=trust, model=model)
+    return model_from_payload(read_torch_file(Path(path), trust=False), trust=trust, model=model)
 
 
 def is_checkpoint(payload: Any) -> bool:

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from binarize._registry import did_you_mean
 from binarize.errors import ModelSourceError, UnsafeSourceError, first_line
 
 #: Default example input shape per source kind (a checkpoint records the one used).
@@ -56,7 +57,7 @@ def load_model(
         return _load_exported(path)
     if path.suffix == ".safetensors":
         return _with_arch(arch, path, _read_safetensors(path))
-    payload = _read_torch_file(path, trust=trust)
+    payload = read_torch_file(path, trust=trust)
     if isinstance(payload, nn.Module):
         payload.binarize_source = {"kind": "pickle", "archive": _file_bytes(path)}
         return payload
@@ -80,10 +81,7 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
 
         available = torchvision.models.list_models(module=torchvision.models)
         if model_name not in available:
-            import difflib
-
-            close = difflib.get_close_matches(model_name, available, n=1)
-            hint = f"did you mean torchvision:{close[0]}? " if close else ""
+            hint = did_you_mean(model_name, available, lambda close: f"torchvision:{close}")
             raise ModelSourceError(
                 f"unknown torchvision classification model {model_name!r}",
                 f"{hint}see torchvision.models.list_models()",
@@ -105,7 +103,7 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
     """Loads a state-dict file into ``model``, with a one-line error on any mismatch."""
     if not path.exists():
         raise ModelSourceError(f"weights file {path} not found", "check the --weights path")
-    state = _read_safetensors(path) if path.suffix == ".safetensors" else _read_torch_file(path, trust=False)
+    state = _read_safetensors(path) if path.suffix == ".safetensors" else read_torch_file(path, trust=False)
     if not _is_state_dict(state):
         raise ModelSourceError(f"{path} is not a state dict", "save model.state_dict() to it")
     _load_state(model, path, state)
@@ -147,7 +145,9 @@ def _is_state_dict(payload: Any) -> bool:
     )
 
 
-def _read_torch_file(path: Path, *, trust: bool) -> Any:
+def read_torch_file(path: Path, *, trust: bool) -> Any:
+    """The object a ``torch.save`` file holds, read with ``weights_only=True``; a pickled module
+    is unpickled only with ``trust`` (one-line errors for corrupt files and refused trust)."""
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:

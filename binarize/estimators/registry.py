@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import ast
-import difflib
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from binarize._registry import Registry
+from binarize._registry import Registry, did_you_mean
 from binarize.errors import ConfigError
 from binarize.estimators.base import Estimator, hparam_defaults
 
@@ -62,10 +61,8 @@ def coerce_hparams(name: str, hparams: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in hparams.items():
         if key not in valid:
             keys = ", ".join(valid) or "none"
-            close = difflib.get_close_matches(key, valid, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
             raise ConfigError(
-                f"estimator {name!r} has no hyperparameter {key!r}", f"{hint}valid keys: {keys}"
+                f"estimator {name!r} has no hyperparameter {key!r}", f"{did_you_mean(key, valid)}valid keys: {keys}"
             )
         out[key] = _coerce(name, key, value, valid[key])
     return out
