@@ -95,3 +95,18 @@ def test_real_subprocess_prints_report_and_error(tmp_path):
     assert ok.returncode == 0 and "binarized 19/21 layers" in ok.stderr and ok.stdout == ""
     bad = subprocess.run([str(binary), "convert", "torchvision:resnet18", "-o", str(tmp_path / "r.pt")], capture_output=True, text=True)
     assert bad.returncode == 1 and bad.stderr.startswith("error:") and "Traceback" not in bad.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["convert", "torchvision:resnet18", "--bogus"], "error: No such option: --bogus — see 'binarize convert --help'"),
+        (["convert", "torchvision:resnet18", "--min-fan-in", "abc"], "error: Invalid value for '--min-fan-in'"),
+        (["summary"], "error: Missing argument 'model'."),
+    ],
+)
+def test_usage_errors_are_one_line_and_exit_1_from_the_console_script(args, message):
+    binary = Path(sys.executable).with_name("binarize")
+    done = subprocess.run([str(binary), *args], capture_output=True, text=True)
+    assert done.returncode == 1
+    assert done.stderr.startswith(message) and done.stderr.count("\n") == 1
