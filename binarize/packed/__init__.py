@@ -1,12 +1,12 @@
-"""The packed-bit `.bnz` format and its bitwise runtime (see SPEC.md).
+"""The packed format (an ONNX model with a `binarize` op domain, see SPEC.md) and its runtime.
 
-`load_packed` needs only this package's runtime modules; `save_packed` imports the exporter
-(torch.fx, freeze) when called, so deployments that only load stay light.
+`load_packed` needs NumPy, onnx, onnxruntime and the native kernels only (no torch, no numba);
+`save_packed` imports the exporter (torch, freeze) when called.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -20,8 +20,8 @@ __all__ = ["PackedModel", "load_packed", "save_packed"]
 
 
 def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[torch.Tensor] | None = None, *,
-                force: bool = False, check: bool = True) -> Path:
-    """Writes ``model`` as a `.bnz` file (see `binarize.packed.writer.save_packed`)."""
+                force: bool = False, check: bool = True, metadata: Mapping[str, str] | None = None) -> Path:
+    """Writes ``model`` as a packed file (see `binarize.packed.writer.save_packed`)."""
     from binarize.packed.writer import save_packed as write
 
-    return write(model, path, example_inputs, force=force, check=check)
+    return write(model, path, example_inputs, force=force, check=check, metadata=metadata)

@@ -1,343 +1,463 @@
-"""The packed runtime: runs a `.bnz` graph with bitwise kernels for the binary layers.
+"""The packed runtime: binary nodes in the native kernels, every float part in onnxruntime.
 
-Imports only `binarize.packed.{format,bits,graph,kernels}`, NumPy and torch (for the float
-ops), so a deployment needs neither the estimators, nor torch.fx, nor onnx.
+At load the file is validated whole (`binarize.packed.validate`), W1A32 nodes are expanded into
+standard ONNX ops (a float Conv/MatMul on their unpacked ±1 weights), and the graph is cut
+into stages: a binary node's stage is one more than its inputs', a float node's is the
+largest of its inputs'. The float nodes of one stage form one in-memory onnxruntime session;
+the binary nodes of a stage run after it in the kernels, which keep their weights packed. A
+call runs that precomputed schedule and frees each value after its last use.
+
+Imports NumPy, onnx and onnxruntime only: neither torch nor numba.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-from torch import Tensor
-from torch.nn import functional as F
 
-from binarize.errors import BinarizeError, FormatError, first_line
-from binarize.packed import kernels
-from binarize.packed.bits import pad_bits_clear, unpack_signs
-from binarize.packed.format import parse_json, read_bnz, tensor_specs
-from binarize.packed.graph import (
-    BINARY_CONV,
-    BINARY_LINEAR,
-    CONSTANT,
-    FUNCTIONS,
-    MODULE_OPS,
-    Graph,
-    Node,
-    Ref,
-    binary_row_length,
-    parse_graph,
-)
+from binarize.errors import BinarizeError, FormatError
+from binarize.packed import kernels, ops
+from binarize.packed.bits import unpack_signs
+from binarize.packed.format import CHECKSUM_KEY, read_packed
+from binarize.packed.validate import binary_node_attributes
+
+#: onnxruntime fusions that fold α into ±1 weights and move rounding (see binarize.export.onnx).
+DISABLED_OPTIMIZERS = ("ConvMulFusion",)
+_RUN_FIX = "give inputs of the shape and dtype the model was exported with"
+_CALIBRATION_BATCHES = 4
 
 
-class BinaryConv:
-    """A packed binary convolution: ``(K − 2·popcount(a xor w) − border) · α + bias``."""
+@dataclass(frozen=True)
+class _Step:
+    """One scheduled piece: a float session or a binary kernel, the values it reads and writes."""
 
-    def __init__(self, params: Mapping[str, Any], bits: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None) -> None:
-        self.out_channels, self.k = binary_row_length(BINARY_CONV, params)
-        self.dims = params["dims"]
-        self.groups = params["groups"]
-        self.kernel = tuple(params["kernel_size"])
-        self.stride = tuple(params["stride"])
-        self.padding = tuple(params["padding"])
-        self.dilation = tuple(params["dilation"])
-        self.padding_mode = params["padding_mode"]
-        self.binary_input = params["binary_input"]
-        self.in_channels = params["in_channels"]
-        rows = unpack_signs(bits, self.k)
-        self.signs = torch.from_numpy(rows.reshape(self.out_channels, self.in_channels // self.groups, *self.kernel))
-        self.words = kernels.conv_weight_layout(rows, self.groups, self.in_channels // self.groups, self.kernel)
-        self.alpha = torch.from_numpy(alpha)
-        self.bias = None if bias is None else torch.from_numpy(bias)
-        self._ones = torch.ones(self.out_channels)
-        self._zeros = torch.zeros(self.out_channels)
-        self._border: dict[tuple[int, int, tuple[int, int]], np.ndarray] = {}
-
-    def __call__(self, x: Tensor) -> Tensor:
-        if self.binary_input:
-            return self._packed(x, self.alpha, self.bias)
-        y = self._float_conv(x)  # W1A32: float activations against ±1 weights
-        shape = (1, -1) + (1,) * (y.dim() - 2)
-        y = y * self.alpha.reshape(shape)
-        return y if self.bias is None else y + self.bias.reshape(shape)
-
-    def fold(self, scale: np.ndarray, shift: np.ndarray) -> None:
-        """Applies ``y ↦ y·scale + shift`` per output channel through α and bias."""
-        self.alpha, self.bias = _folded(self.alpha, self.bias, scale, shift)
-
-    def accumulators(self, x: Tensor) -> Tensor:
-        """The integer dot products ``conv(sign(x), signs)`` (int32, NCHW or NCL), bit for bit."""
-        return self._packed(x, self._ones, None).to(torch.int32)
-
-    def _as_2d(self, x: Tensor) -> Tensor:
-        """Conv1d runs as a 1×k conv2d: [N, C, L] → [N, C, 1, L]."""
-        return x.unsqueeze(2) if self.dims == 1 else x
-
-    def _from_2d(self, y: Tensor) -> Tensor:
-        return y.squeeze(2) if self.dims == 1 else y
-
-    def _float_conv(self, x: Tensor) -> Tensor:
-        x, padding = self._as_2d(x), self.padding
-        if self.padding_mode != "zeros":
-            x = F.pad(x, [v for v in reversed(padding) for _ in range(2)], mode=self.padding_mode)
-            padding = (0, 0)
-        return self._from_2d(F.conv2d(x, self.signs, None, self.stride, padding, self.dilation, self.groups))
-
-    def _packed(self, x: Tensor, alpha: Tensor, bias: Tensor | None) -> Tensor:
-        """Sign-pack ``x`` and run the fused kernel: ``(dot − border) · alpha + bias``."""
-        if x.dim() != self.dims + 2 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected a {self.dims}-d input with {self.in_channels} channels, got {list(x.shape)}")
-        x = self._as_2d(x)
-        padding = self.padding
-        if self.padding_mode != "zeros":
-            # the ±1 of a reflected/replicated pixel is that pixel's own sign: pad, then pack
-            x = F.pad(x, [v for v in reversed(padding) for _ in range(2)], mode=self.padding_mode)
-            padding = (0, 0)
-        height, width = x.shape[2], x.shape[3]
-        out_size = tuple(
-            (size + 2 * p - d * (k - 1) - 1) // s + 1
-            for size, p, d, k, s in zip((height, width), padding, self.dilation, self.kernel, self.stride)
-        )
-        if min(out_size) < 1:
-            raise ValueError(f"input {list(x.shape)} is smaller than the kernel")
-        packed = kernels.pack_conv_input(x.detach().to(torch.float32).numpy(), self.groups, padding)
-        y = kernels.binary_conv(packed, self.words, self.stride, self.dilation, out_size, self.k,
-                                self._border_correction(height, width, padding), alpha.numpy(),
-                                (self._zeros if bias is None else bias).numpy())
-        return self._from_2d(torch.from_numpy(y).permute(0, 3, 1, 2))
-
-    def _border_correction(self, height: int, width: int, padding: tuple[int, int]) -> np.ndarray:
-        """Σ of the weights on zero-padding taps per output (``[OH, OW, O]`` int32), which the
-        kernel counted as +1 activations; cached per input size."""
-        key = (height, width, padding)
-        if key not in self._border:
-            indicator = torch.ones(1, self.in_channels, height + 2 * padding[0], width + 2 * padding[1])
-            indicator[:, :, padding[0] : padding[0] + height, padding[1] : padding[1] + width] = 0
-            border = F.conv2d(indicator, self.signs, None, self.stride, 0, self.dilation, self.groups)
-            self._border[key] = np.ascontiguousarray(border[0].round().to(torch.int32).permute(1, 2, 0).numpy())
-        return self._border[key]
-
-
-class BinaryLinear:
-    """A packed binary linear layer: ``(K − 2·popcount(a xor w)) · α + bias``."""
-
-    def __init__(self, params: Mapping[str, Any], bits: np.ndarray, alpha: np.ndarray, bias: np.ndarray | None) -> None:
-        self.out_features, self.k = binary_row_length(BINARY_LINEAR, params)
-        self.binary_input = params["binary_input"]
-        rows = unpack_signs(bits, self.k)
-        self.signs = torch.from_numpy(rows)
-        self.words = kernels.linear_weight_layout(rows)
-        self.alpha = torch.from_numpy(alpha)
-        self.bias = None if bias is None else torch.from_numpy(bias)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        y = self.accumulators(x).to(torch.float32) if self.binary_input else F.linear(x, self.signs)
-        y = y * self.alpha
-        return y if self.bias is None else y + self.bias
-
-    def fold(self, scale: np.ndarray, shift: np.ndarray) -> None:
-        """Applies ``y ↦ y·scale + shift`` per output feature through α and bias."""
-        self.alpha, self.bias = _folded(self.alpha, self.bias, scale, shift)
-
-    def accumulators(self, x: Tensor) -> Tensor:
-        """The integer dot products ``sign(x) @ signsᵀ`` (int32), bit for bit."""
-        if x.shape[-1] != self.k:
-            raise ValueError(f"expected [..., {self.k}] input, got {list(x.shape)}")
-        rows = np.ascontiguousarray(x.detach().reshape(-1, self.k).numpy(), dtype=np.float32)
-        mismatches = torch.from_numpy(kernels.linear_popcount(kernels.pack_rows(rows), self.words))
-        return (self.k - 2 * mismatches).reshape(*x.shape[:-1], self.out_features)
-
-
-def _folded(alpha: Tensor, bias: Tensor | None, scale: np.ndarray, shift: np.ndarray) -> tuple[Tensor, Tensor]:
-    """``(dot·α + b)·scale + shift = dot·(α·scale) + (b·scale + shift)``, computed in float64."""
-    old_bias = np.zeros(len(scale)) if bias is None else bias.numpy().astype(np.float64)
-    with np.errstate(all="ignore"):
-        new_alpha = alpha.numpy().astype(np.float64) * scale
-        new_bias = old_bias * scale + shift
-        return torch.from_numpy(new_alpha.astype(np.float32)), torch.from_numpy(new_bias.astype(np.float32))
+    name: str
+    run: Callable[[list[np.ndarray]], list[np.ndarray]]
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    release: tuple[str, ...]  # values no later step reads
 
 
 class PackedModel:
-    """A loaded `.bnz` model: call it like the PyTorch model it was exported from."""
+    """A loaded packed file; call it on NumPy arrays (anything `np.asarray` takes).
 
-    def __init__(self, graph: Graph, steps: list[tuple[Node, Callable[..., Any]]], metadata: Mapping[str, str]) -> None:
-        self.graph = graph
-        self._steps = steps
-        self.metadata = dict(metadata)
+        >>> model = load_packed("digits.bnz")              # doctest: +SKIP
+        >>> logits = model(np.zeros((1, 1, 8, 8), np.float32))  # doctest: +SKIP
+
+    ``threads`` sets both the kernels' and onnxruntime's thread count (default: the CPUs this
+    process may use). With ``int8_float_layers`` the float Conv/Gemm/MatMul layers run as
+    onnxruntime int8 (U8S8 static QDQ), calibrated on ``calibration`` batches (default: a few
+    standard-normal batches of the input shape the file declares).
+    """
+
+    def __init__(self, path: str | Path, *, threads: int | None = None, int8_float_layers: bool = False,
+                 calibration: Sequence[np.ndarray] | None = None) -> None:
+        self.path = Path(path)
+        self.int8_float_layers = int8_float_layers
+        self._calibration = calibration
+        self._checksum: str | None = None
         self._times: dict[str, float] = {}
-        self._release = _release_schedule(graph)
+        self._build(threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+    def _build(self, threads: int) -> None:
+        model = read_packed(self.path)
+        checksum = dict((p.key, p.value) for p in model.metadata_props)[CHECKSUM_KEY]
+        if self._checksum not in (None, checksum):
+            raise FormatError(f"{self.path} changed since it was loaded", "load it again")
+        self._checksum, self.threads = checksum, threads
+        self.metadata = {p.key: p.value for p in model.metadata_props}
+        kernels.set_num_threads(threads)
+        plan = _Plan(model)
+        self.inputs = tuple(v.name for v in model.graph.input if v.name not in plan.constants)
+        self.outputs = tuple(v.name for v in model.graph.output)
+        self.binary_layers = plan.kernels
+        steps = plan.steps(threads)
+        if self.int8_float_layers:
+            steps = plan.quantized(steps, threads, self._calibration_feeds(model))
+        self._steps = _with_releases(steps, self.outputs)
+
+    def _calibration_feeds(self, model: Any) -> list[dict[str, np.ndarray]]:
+        if self._calibration is not None:
+            return [{self.inputs[0]: np.asarray(x, np.float32)} for x in self._calibration]
+        rng = np.random.default_rng(0)
+        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
+                  for v in model.graph.input}
+        return [{name: rng.standard_normal(shapes[name]).astype(np.float32) for name in self.inputs}
+                for _ in range(_CALIBRATION_BATCHES)]
+
+    def set_num_threads(self, threads: int) -> None:
+        """Threads for the kernels and onnxruntime (sessions are rebuilt from the file)."""
+        if threads != self.threads:
+            self._build(max(1, int(threads)))
+        kernels.set_num_threads(self.threads)
 
     @property
-    def binary_layers(self) -> dict[str, BinaryConv | BinaryLinear]:
-        """The packed binary layers by node name (their ``accumulators`` give the integer dots)."""
-        return {node.name: fn for node, fn in self._steps if isinstance(fn, (BinaryConv, BinaryLinear))}
+    def weight_bytes(self) -> int:
+        """Bytes the binary kernels hold (packed weights and epilogue vectors)."""
+        return sum(layer.nbytes for layer in self.binary_layers.values())
 
-    @staticmethod
-    def set_num_threads(threads: int) -> None:
-        """Threads for the bitwise kernels and torch's float ops."""
-        kernels.set_num_threads(threads)
-        torch.set_num_threads(threads)
+    def __call__(self, *inputs: Any, profile: bool = False) -> np.ndarray | tuple[np.ndarray, ...]:
+        """Runs the model; one array per graph output (a tuple when there are several).
 
-    @torch.no_grad()
-    def __call__(self, *inputs: Tensor | np.ndarray, profile: bool = False) -> Any:
-        """Runs the graph on ``inputs`` (tensors or arrays, as the exported model took them).
-
-        With ``profile`` each node is timed; `per_layer_times` returns the result. A node that
-        fails (e.g. an input of the wrong shape) raises one `FormatError` naming it.
+        With ``profile`` each step is timed (`per_layer_times`). An input the model cannot
+        take raises one `FormatError` naming the step that refused it.
         """
-        if len(inputs) != len(self.graph.inputs):
-            raise ValueError(f"expected {len(self.graph.inputs)} input(s), got {len(inputs)}")
-        env: dict[str, Any] = {name: _channels_last(value) for name, value in zip(self.graph.inputs, inputs)}
-        times: dict[str, float] = {}
-        for index, (node, fn) in enumerate(self._steps):
+        if len(inputs) != len(self.inputs):
+            raise FormatError(f"expected {len(self.inputs)} input(s), got {len(inputs)}", _RUN_FIX)
+        env = {name: np.ascontiguousarray(value, dtype=np.float32) for name, value in zip(self.inputs, inputs)}
+        times = {}
+        for step in self._steps:
             start = time.perf_counter() if profile else 0.0
-            args = _resolve(node.args, env)
-            kwargs = _resolve(node.kwargs, env)
             try:
-                env[node.name] = fn(*args, **kwargs)
+                results = step.run([env[name] for name in step.inputs])
             except BinarizeError:
                 raise
-            except Exception as err:  # a float op refusing its input: one clear line, not a trace
-                raise FormatError(
-                    f"node {node.name!r} ({node.op}) failed: {type(err).__name__}: {first_line(err, 120)}",
-                    "check that the input has the shape the model was exported with",
-                ) from err
-            for name in self._release[index]:  # free activations after their last use
+            except Exception as err:  # onnxruntime and the kernels refuse bad inputs in their own ways
+                message = str(err).strip().splitlines()
+                raise FormatError(f"step {step.name!r} failed: {type(err).__name__}: "
+                                  f"{(message[0] if message else '')[:160]}", _RUN_FIX) from None
+            env.update(zip(step.outputs, results))
+            for name in step.release:
                 del env[name]
             if profile:
-                times[node.name] = time.perf_counter() - start
+                times[step.name] = time.perf_counter() - start
         if profile:
             self._times = times
-        return _resolve(self.graph.output, env)
+        outputs = tuple(env[name] for name in self.outputs)
+        return outputs[0] if len(outputs) == 1 else outputs
 
     def per_layer_times(self) -> dict[str, float]:
-        """Seconds per node of the last call made with ``profile=True``, in graph order."""
+        """Seconds per step (binary node or float segment) of the last ``profile=True`` call."""
         return dict(self._times)
 
-    def node_ops(self) -> dict[str, str]:
-        """Each node's op name (e.g. ``binary.conv``, ``module.BatchNorm2d``)."""
-        return {node.name: node.op for node, _ in self._steps}
+    def step_kinds(self) -> dict[str, str]:
+        """Each step's kind: the binarize op name, or ``float`` for an onnxruntime segment."""
+        return {s.name: (type(self.binary_layers[s.name]).__name__ if s.name in self.binary_layers else "float")
+                for s in self._steps}
 
 
-def _references(value: Any) -> list[str]:
-    if isinstance(value, Ref):
-        return [value.name]
-    if isinstance(value, (list, tuple)):
-        return [name for v in value for name in _references(v)]
-    if isinstance(value, dict):
-        return [name for v in value.values() for name in _references(v)]
-    if isinstance(value, slice):
-        return _references([value.start, value.stop, value.step])
-    return []
+def load_packed(path: str | Path, *, threads: int | None = None, int8_float_layers: bool = False,
+                calibration: Sequence[np.ndarray] | None = None) -> PackedModel:
+    """Validates and loads a packed file (one `FormatError` on any defect); see `PackedModel`."""
+    return PackedModel(path, threads=threads, int8_float_layers=int8_float_layers, calibration=calibration)
 
 
-def _release_schedule(graph: Graph) -> list[list[str]]:
-    """For each step, the values no later step (nor the output) reads: freed right after it,
-    so activations do not pile up and the allocator reuses warm memory."""
+def _with_releases(steps: list[_Step], keep: Sequence[str]) -> list[_Step]:
     last_use: dict[str, int] = {}
-    for index, node in enumerate(graph.nodes):
-        for name in _references([node.args, node.kwargs]):
+    for index, step in enumerate(steps):
+        for name in step.inputs:
             last_use[name] = index
-    kept = set(_references(graph.output))
-    schedule: list[list[str]] = [[] for _ in graph.nodes]
+    releases: list[list[str]] = [[] for _ in steps]
     for name, index in last_use.items():
-        if name not in kept:
-            schedule[index].append(name)
-    return schedule
+        if name not in keep:
+            releases[index].append(name)
+    for index, step in enumerate(steps):  # values nobody reads are dropped where they appear
+        releases[index].extend(o for o in step.outputs if o not in last_use and o not in keep)
+    return [_Step(s.name, s.run, s.inputs, s.outputs, tuple(dict.fromkeys(r))) for s, r in zip(steps, releases)]
 
 
-def _channels_last(value: Any) -> Any:
-    """Images in channels_last: torch's CPU pooling and convolution are several times faster
-    on it, and the packed kernels write it natively. Values are unchanged; only strides differ."""
-    if isinstance(value, np.ndarray):
-        value = torch.as_tensor(value, dtype=torch.float32)
-    if isinstance(value, Tensor) and value.dim() == 4:
-        return value.contiguous(memory_format=torch.channels_last)
-    return value
+class _Plan:
+    """The validated graph cut into float segments and binary kernels (see the module doc)."""
+
+    def __init__(self, model: Any) -> None:
+        import onnx
+
+        self.model = model
+        graph = model.graph
+        self.opsets = [o for o in model.opset_import if o.domain != ops.DOMAIN]
+        self.constants = {t.name: t for t in graph.initializer}
+        arrays = {name: onnx.numpy_helper.to_array(t) for name, t in self.constants.items()
+                  if any(name in n.input[1:] for n in graph.node if n.domain == ops.DOMAIN)}
+        self.kernels: dict[str, Any] = {}
+        self.nodes: list[Any] = []
+        self.extra_constants: list[Any] = []
+        for node in graph.node:
+            if node.domain != ops.DOMAIN:
+                self.nodes.append(node)
+                continue
+            attributes = binary_node_attributes(node, arrays)
+            if attributes.binarize_input:
+                self.kernels[node.name or node.output[0]] = _kernel(node, attributes, arrays)
+                self.nodes.append(node)
+            else:
+                self.nodes.extend(self._expanded(node, attributes, arrays))
+        self.stages = self._stages(graph)
+        self.types = {v.name: v.type for v in graph.input}
+
+    def _expanded(self, node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dict[str, np.ndarray]) -> list[Any]:
+        """A W1A32 node as standard ops: float conv/matmul on ±1 weights, ×scale, +shift, +R, activation."""
+        from onnx import helper, numpy_helper
+
+        inputs = list(node.input) + [""] * (6 - len(node.input))
+        name = node.name or node.output[0]
+        signs = unpack_signs(arrays[inputs[ops.W]], a.row_bits)
+        out = signs.shape[0]
+        conv = isinstance(a, ops.ConvAttributes)
+        broadcast = (out,) + (1,) * len(a.kernel_shape) if conv else (out,)
+
+        def constant(suffix: str, value: np.ndarray) -> str:
+            self.extra_constants.append(numpy_helper.from_array(np.ascontiguousarray(value), f"{name}/{suffix}"))
+            return f"{name}/{suffix}"
+
+        value = f"{name}/product"
+        if conv:
+            weight = constant("signs", signs.reshape(out, a.in_channels // a.group, *a.kernel_shape))
+            nodes = [helper.make_node("Conv", [inputs[ops.X], weight], [value], kernel_shape=list(a.kernel_shape),
+                                      strides=list(a.strides), pads=list(a.pads), dilations=list(a.dilations),
+                                      group=a.group)]
+        else:
+            nodes = [helper.make_node("MatMul", [inputs[ops.X], constant("signs", signs.T.copy())], [value])]
+        steps = [("Mul", constant("scale", arrays[inputs[ops.SCALE]].reshape(broadcast))),
+                 ("Add", constant("shift", arrays[inputs[ops.SHIFT]].reshape(broadcast)))]
+        if inputs[ops.RESIDUAL]:
+            steps.append(("Add", inputs[ops.RESIDUAL]))
+        if a.activation == "relu":
+            steps.append(("Relu", None))
+        elif a.activation == "hardtanh":
+            steps.append(("Clip", (constant("low", np.float32(-1)), constant("high", np.float32(1)))))
+        elif a.activation == "prelu":
+            steps.append(("PRelu", constant("slope", arrays[inputs[ops.SLOPE]].reshape(broadcast))))
+        for index, (op, operand) in enumerate(steps):
+            result = node.output[0] if index == len(steps) - 1 else f"{name}/{op}{index}"
+            operands = [] if operand is None else list(operand) if isinstance(operand, tuple) else [operand]
+            nodes.append(helper.make_node(op, [value, *operands], [result]))
+            value = result
+        return nodes
+
+    def _stages(self, graph: Any) -> list[int]:
+        stage_of: dict[str, int] = {v.name: 0 for v in graph.input}
+        stages = []
+        for node in self.nodes:
+            stage = max((stage_of.get(i, 0) for i in node.input if i), default=0)
+            stage += node.domain == ops.DOMAIN
+            stages.append(stage)
+            for output in node.output:
+                stage_of[output] = stage
+        return stages
+
+    def steps(self, threads: int) -> list[_Step]:
+        """The schedule: stage by stage, the float segment, then the binary nodes."""
+        outputs = {v.name for v in self.model.graph.output}
+        read_later: list[set[str]] = []
+        for stage in range(max(self.stages, default=0) + 1):
+            later = {i for node, s in zip(self.nodes, self.stages) if s > stage or (s == stage and node.domain == ops.DOMAIN)
+                     for i in node.input}
+            read_later.append(later | outputs)
+        steps = []
+        for stage in range(max(self.stages, default=0) + 1):
+            segment = [n for n, s in zip(self.nodes, self.stages) if s == stage and n.domain != ops.DOMAIN]
+            if segment:
+                steps.append(self._float_step(f"float{stage}", segment, read_later[stage], threads))
+            for node, s in zip(self.nodes, self.stages):
+                if s == stage + 1 and node.domain == ops.DOMAIN:
+                    steps.append(self._binary_step(node))
+        return steps
+
+    def _float_step(self, name: str, nodes: list[Any], wanted: set[str], threads: int, model: Any = None) -> _Step:
+        segment = model if model is not None else self.segment_model(nodes, wanted)
+        session = _session(segment.SerializeToString(), threads)
+        inputs = tuple(v.name for v in segment.graph.input)
+        outputs = tuple(v.name for v in segment.graph.output)
+        run = session.run
+        return _Step(name, lambda values: run(list(outputs), dict(zip(inputs, values))), inputs, outputs, ())
+
+    def segment_model(self, nodes: list[Any], wanted: set[str]) -> Any:
+        """A standalone ONNX model of ``nodes``: its inputs, the outputs later steps read."""
+        import onnx
+
+        produced = {o for n in nodes for o in n.output}
+        constants = {t.name: t for t in [*self.model.graph.initializer, *self.extra_constants]}
+        inputs = list(dict.fromkeys(i for n in nodes for i in n.input if i and i not in produced and i not in constants))
+        used_constants = [constants[i] for i in dict.fromkeys(i for n in nodes for i in n.input) if i in constants]
+        outputs = [o for n in nodes for o in n.output if o in wanted]
+        graph = onnx.helper.make_graph(
+            nodes, "segment", [onnx.ValueInfoProto(name=i, type=self.types[i]) for i in inputs],
+            [onnx.ValueInfoProto(name=o) for o in outputs], used_constants)
+        segment = onnx.helper.make_model(graph, opset_imports=self.opsets, ir_version=self.model.ir_version)
+        inferred = onnx.shape_inference.infer_shapes(segment)
+        known = {v.name: v.type for v in [*inferred.graph.value_info, *inferred.graph.output] if v.type.HasField("tensor_type")}
+        for value in segment.graph.output:
+            if value.name not in known:
+                raise FormatError(f"cannot infer the type of {value.name[:60]!r}", "re-export the model")
+            value.type.CopyFrom(known[value.name])
+            self.types[value.name] = known[value.name]
+        return segment
+
+    def _binary_step(self, node: Any) -> _Step:
+        from onnx import TensorProto, helper
+
+        name = node.name or node.output[0]
+        layer = self.kernels[name]
+        self.types[node.output[0]] = helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+        residual = len(node.input) > ops.RESIDUAL and node.input[ops.RESIDUAL]
+        inputs = (node.input[ops.X], node.input[ops.RESIDUAL]) if residual else (node.input[ops.X],)
+        return _Step(name, lambda values: [layer(*values)], inputs, (node.output[0],), ())
+
+    def quantized(self, steps: list[_Step], threads: int, feeds: list[dict[str, np.ndarray]]) -> list[_Step]:
+        """Float segments with Conv/Gemm/MatMul layers replaced by their U8S8 QDQ quantization,
+        calibrated on the inputs each segment sees when the model runs on ``feeds``."""
+        seen: dict[str, list[dict[str, np.ndarray]]] = {s.name: [] for s in steps}
+        for feed in feeds:
+            env = dict(feed)
+            for step in steps:
+                values = [env[n] for n in step.inputs]
+                seen[step.name].append(dict(zip(step.inputs, values)))
+                env.update(zip(step.outputs, step.run(values)))
+        result = []
+        for step in steps:
+            if step.name in self.kernels:
+                result.append(step)
+                continue
+            model = _quantize(self._segment_of(step), seen[step.name])
+            result.append(step if model is None else self._float_step(step.name, [], set(), threads, model))
+        return result
+
+    def _segment_of(self, step: _Step) -> Any:
+        stage = int(step.name.removeprefix("float"))
+        nodes = [n for n, s in zip(self.nodes, self.stages) if s == stage and n.domain != ops.DOMAIN]
+        return self.segment_model(nodes, set(step.outputs))
 
 
-def _resolve(value: Any, env: Mapping[str, Any]) -> Any:
-    if isinstance(value, Ref):
-        return env[value.name]
-    if isinstance(value, list):
-        return [_resolve(v, env) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_resolve(v, env) for v in value)
-    if isinstance(value, dict):
-        return {k: _resolve(v, env) for k, v in value.items()}
-    if isinstance(value, slice):
-        return slice(_resolve(value.start, env), _resolve(value.stop, env), _resolve(value.step, env))
-    return value
+def _kernel(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dict[str, np.ndarray]) -> Callable[..., np.ndarray]:
+    inputs = list(node.input) + [""] * (6 - len(node.input))
+    epilogue = dict(scale=arrays[inputs[ops.SCALE]], shift=arrays[inputs[ops.SHIFT]], activation=a.activation,
+                    slope=arrays[inputs[ops.SLOPE]] if inputs[ops.SLOPE] else None)
+    bits = arrays[inputs[ops.W]]
+    if isinstance(a, ops.LinearAttributes):
+        return _Linear(kernels.BinaryLinear(bits, in_features=a.in_features, **epilogue))
+    return _Conv(kernels.BinaryConv(bits, in_channels=a.in_channels, **_conv_geometry(a), groups=a.group, **epilogue), a)
 
 
-def _step(node: Node, tensors: Mapping[str, np.ndarray]) -> Callable[..., Any]:
-    """The callable that executes ``node`` (validated by `parse_graph` already)."""
-    if node.op in (BINARY_CONV, BINARY_LINEAR):
-        _, k = binary_row_length(node.op, node.params)
-        bits = tensors[node.tensors["bits"]]
-        if not pad_bits_clear(bits, k):
-            raise FormatError(f"binary layer {node.name!r} has nonzero pad bits",
-                              "the file is corrupted; re-export it")
-        bias = tensors[node.tensors["bias"]] if "bias" in node.tensors else None
-        layer = BinaryConv if node.op == BINARY_CONV else BinaryLinear
-        return layer(node.params, bits, tensors[node.tensors["alpha"]], bias)
-    as_torch = {role: _channels_last(torch.from_numpy(np.array(tensors[name]))) if role == "weight"
-                else torch.from_numpy(np.array(tensors[name])) for role, name in node.tensors.items()}
-    if node.op == CONSTANT:
-        value = as_torch["value"]
-        return lambda: value
-    kind, _, target = node.op.partition(".")
-    if kind == "module":
-        spec = MODULE_OPS[target]
-        module_tensors = {role: as_torch.get(role) for role in spec.tensors}
-        return lambda *args, **kwargs: spec.run(node.params, module_tensors, *args, **kwargs)
-    if kind == "function":
-        return FUNCTIONS[target]
-    return lambda self, *args, **kwargs: getattr(self, target)(*args, **kwargs)
+def _conv_geometry(a: ops.ConvAttributes) -> dict[str, tuple[int, ...]]:
+    """Kernel arguments; a 1-d convolution is the 1×k 2-d one."""
+    if len(a.kernel_shape) == 1:
+        return dict(kernel=(1, *a.kernel_shape), stride=(1, *a.strides), padding=(0, a.pads[0], 0, a.pads[1]),
+                    dilation=(1, *a.dilations))
+    return dict(kernel=a.kernel_shape, stride=a.strides, padding=a.pads, dilation=a.dilations)
 
 
-def load_packed(path: str | Path) -> PackedModel:
-    """Loads a `.bnz` file after validating all of it (a `FormatError` on any defect)."""
-    metadata, tensors = read_bnz(path)
-    graph = parse_graph(parse_json(metadata["graph"], "graph"), tensor_specs(tensors))
-    parse_json(metadata["config"], "config")
-    steps = [(node, _step(node, tensors)) for node in graph.nodes]
-    return PackedModel(graph, _fold_batch_norms(graph, steps, tensors), metadata)
+class _Conv:
+    """Checks shapes (the native kernel trusts them), maps conv1d to 2-d, calls the kernel."""
+
+    def __init__(self, kernel: Any, a: ops.ConvAttributes) -> None:
+        self.kernel, self.attributes = kernel, a
+        self.nbytes = kernel.nbytes
+        self.one_d = len(a.kernel_shape) == 1
+
+    def accumulate(self, x: np.ndarray) -> np.ndarray:
+        """The exact integer dot products (int32), NCHW or NCL."""
+        y = self.kernel.accumulate(self._input(x))
+        return y[:, :, 0] if self.one_d else y
+
+    def _input(self, x: np.ndarray) -> np.ndarray:
+        a = self.attributes
+        rank = len(a.kernel_shape) + 2
+        if x.ndim != rank or x.shape[1] != a.in_channels:
+            raise ValueError(f"expected a {rank}-d input with {a.in_channels} channels, got {list(x.shape)}")
+        spatial = x.shape[2:]
+        reach = [d * (k - 1) + 1 for d, k in zip(a.dilations, a.kernel_shape)]
+        if any(s + p0 + p1 < r for s, p0, p1, r in zip(spatial, a.pads, a.pads[len(spatial):], reach)):
+            raise ValueError(f"input {list(x.shape)} is smaller than the kernel")
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return x[:, :, None, :] if self.one_d else x
+
+    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        x = self._input(x)
+        if residual is not None:
+            residual = np.ascontiguousarray(residual, dtype=np.float32)
+            residual = residual[:, :, None, :] if self.one_d else residual
+            if residual.shape != self._output_shape(x.shape):
+                raise ValueError(f"residual {list(residual.shape)} does not match the output {self._output_shape(x.shape)}")
+        y = self.kernel(x, residual)
+        return y[:, :, 0] if self.one_d else y
+
+    def _output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        k = self.kernel
+        sizes = [(s + k.padding[i] + k.padding[i + 2] - k.dilation[i] * (k.kernel[i] - 1) - 1) // k.stride[i] + 1
+                 for i, s in enumerate(shape[2:])]
+        return (shape[0], k.out_channels, *sizes)
 
 
-def _identity(x: Tensor) -> Tensor:
-    return x
+class _Linear:
+    """Flattens leading dimensions to [N, K] for the kernel and restores them."""
+
+    def __init__(self, kernel: Any) -> None:
+        self.kernel = kernel
+        self.nbytes = kernel.nbytes
+
+    def _rows(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim < 2 or x.shape[-1] != self.kernel.in_features:
+            raise ValueError(f"expected [..., {self.kernel.in_features}] input, got {list(x.shape)}")
+        return np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.kernel.in_features)
+
+    def accumulate(self, x: np.ndarray) -> np.ndarray:
+        return self.kernel.accumulate(self._rows(x)).reshape(*x.shape[:-1], self.kernel.out_features)
+
+    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        shape = (*x.shape[:-1], self.kernel.out_features)
+        if residual is not None:
+            if residual.shape != shape:
+                raise ValueError(f"residual {list(residual.shape)} does not match the output {list(shape)}")
+            residual = np.ascontiguousarray(residual, dtype=np.float32).reshape(-1, self.kernel.out_features)
+        return self.kernel(self._rows(x), residual).reshape(shape)
 
 
-def _fold_batch_norms(graph: Graph, steps: list[tuple[Node, Callable[..., Any]]],
-                      tensors: Mapping[str, np.ndarray]) -> list[tuple[Node, Callable[..., Any]]]:
-    """Folds an inference batch norm that is a binary layer's only consumer into that layer's
-    α and bias (the kernel's epilogue applies them for free); the norm becomes the identity.
-    Integer accumulators are untouched; outputs change only by float rounding."""
-    users: dict[str, int] = {}
-    for name in _references([[node.args, node.kwargs] for node in graph.nodes]) + _references(graph.output):
-        users[name] = users.get(name, 0) + 1
-    layers = {node.name: fn for node, fn in steps if isinstance(fn, (BinaryConv, BinaryLinear))}
-    folded = []
-    for node, fn in steps:
-        source = node.args[0] if len(node.args) == 1 and not node.kwargs else None
-        if (
-            node.op in ("module.BatchNorm1d", "module.BatchNorm2d") and isinstance(source, Ref)
-            and source.name in layers and users[source.name] == 1 and "running_mean" in node.tensors
-            and (node.op == "module.BatchNorm2d") == isinstance(layers[source.name], BinaryConv)
-            and all(tensors[name].dtype == np.float32 and tensors[name].shape == layers[source.name].alpha.shape
-                    for name in node.tensors.values())
-        ):
-            out = layers[source.name].alpha.numel()
-            with np.errstate(all="ignore"):  # odd statistics give NaN/inf, as torch's batch_norm would
-                stats = {role: tensors[name].astype(np.float64) for role, name in node.tensors.items()}
-                scale = stats.get("weight", np.ones(out)) / np.sqrt(stats["running_var"] + node.params["eps"])
-                shift = stats.get("bias", np.zeros(out)) - stats["running_mean"] * scale
-            layers[source.name].fold(scale, shift)
-            fn = _identity
-        folded.append((node, fn))
-    return folded
+def _session(model_bytes: bytes, threads: int) -> Any:
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # the kernels run between segments: idle onnxruntime workers must not spin on their cores
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.log_severity_level = 4
+    try:
+        return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"],
+                                    disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    except Exception as err:  # onnxruntime's own error types
+        lines = str(err).strip().splitlines()
+        raise FormatError(f"onnxruntime refuses a float part ({(lines[0] if lines else type(err).__name__)[:160]})",
+                          "re-export the model") from None
+
+
+def _quantize(segment: Any, feeds: list[dict[str, np.ndarray]]) -> Any:
+    """``segment`` with its float-weight Conv/Gemm/MatMul nodes in U8S8 QDQ, or None if none."""
+    import logging
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    weights = {t.name for t in segment.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
+    for index, node in enumerate(segment.graph.node):
+        node.name = node.name or f"n{index}"
+    names = [n.name for n in segment.graph.node if n.op_type in ("Conv", "Gemm", "MatMul") and len(n.input) > 1
+             and n.input[1] in weights and "/signs" not in n.input[1]]
+    if not names:
+        return None
+
+    class Feeds(CalibrationDataReader):
+        def __init__(self) -> None:
+            self._feeds = iter(feeds)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self._feeds, None)
+
+    logging.disable(logging.WARNING)  # onnxruntime logs advice on the root logger
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            source, target = Path(folder) / "float.onnx", Path(folder) / "int8.onnx"
+            onnx.save(segment, str(source))
+            quantize_static(str(source), str(target), Feeds(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True,
+                            nodes_to_quantize=names)
+            return onnx.load(str(target))
+    finally:
+        logging.disable(logging.NOTSET)

@@ -1,252 +1,397 @@
-"""Export side of `.bnz`: freeze, trace with torch.fx, record the graph, pack the weights.
+"""Export side of the packed format: freeze → standard ONNX → one `binarize` node per binary layer.
 
-Kept apart from the runtime so that loading a packed model never imports torch.fx users,
-the estimators or onnx.
+Each frozen binary layer is wrapped between two marker multiplications by 1 (named buffers that
+survive the TorchScript-based ONNX export), so its nodes in the exported graph are exactly those
+between the markers. They are replaced by one `BinaryConv`/`BinaryLinear` node (weights packed
+from the PyTorch layer itself, not read back from ONNX), a standard ``Pad`` in front for
+reflect/replicate/circular padding. Then what follows a node is fused into its epilogue where
+the kernel can do it: an inference BatchNormalization (folded into scale and shift), one
+residual Add of the same shape, and Relu, Clip(−1, 1) or a per-channel PRelu.
 """
 
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.fx
 from torch import nn
 
-from binarize.errors import ConversionError
-from binarize.export.freeze import FrozenBinaryConv1d, FrozenBinaryConv2d, FrozenBinaryLayer, FrozenBinaryLinear, freeze
-from binarize.packed import format as bnz
+from binarize._files import atomic_path
+from binarize.errors import ConversionError, OutputExistsError
+from binarize.export.freeze import FrozenBinaryConv1d, FrozenBinaryLayer, FrozenBinaryLinear, freeze, frozen_layers
+from binarize.packed import ops
 from binarize.packed.bits import pack_signs
-from binarize.packed.graph import (
-    ATTRIBUTES,
-    BINARY_CONV,
-    BINARY_LINEAR,
-    CONSTANT,
-    DTYPES,
-    FOREIGN_FUNCTIONS,
-    FUNCTIONS,
-    METHODS,
-    MODULE_OPS,
-    finite_or_tagged,
-)
+from binarize.packed.format import CHECKSUM_KEY, CONFIG_KEY, FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION, VERSION_KEY, tensor_checksum
 
-_FUNCTION_NAMES = {id(fn): name for name, fn in FUNCTIONS.items()}
-_DTYPE_NAMES = {dtype: name for name, dtype in DTYPES.items()}
-_NP_DTYPES = {torch.float32: np.float32, torch.int64: np.int64, torch.bool: np.bool_}
-_REFUSE_FIX = "keep that part out of the model, or deploy with `binarize export --onnx` instead"
+_ENTER, _EXIT = "binarize_marker_in", "binarize_marker_out"
+#: ONNX Pad modes for the non-zero padding modes of torch convolutions (circular needs opset 19).
+_PAD_MODES = {"reflect": "reflect", "replicate": "edge", "circular": "wrap"}
+_BUG = "report this model as a bug"
 
 
-class _Tracer(torch.fx.Tracer):
-    """Frozen binary layers are leaves, as are the allowlisted float `torch.nn` layers."""
+class _Marked(nn.Module):
+    """A frozen layer between two ×1 markers that the exporter keeps as named initializers."""
 
-    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
-        return isinstance(module, FrozenBinaryLayer) or super().is_leaf_module(module, qualified_name)
+    def __init__(self, layer: FrozenBinaryLayer) -> None:
+        super().__init__()
+        self.layer = layer
+        self.register_buffer(_ENTER, torch.ones(()))
+        self.register_buffer(_EXIT, torch.ones(()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layer(x * getattr(self, _ENTER)) * getattr(self, _EXIT)
 
 
 def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[torch.Tensor] | None = None, *,
-                force: bool = False, check: bool = True) -> Path:
-    """Writes ``model`` (binary or already frozen) as a `.bnz` file; returns the path.
+                force: bool = False, check: bool = True, metadata: Mapping[str, str] | None = None) -> Path:
+    """Writes ``model`` (binary or already frozen) as a packed ONNX file; returns the path.
 
-    The model is frozen, traced with torch.fx and every node recorded; an operation outside the
-    packed runtime's allowlist is refused with a `ConversionError` naming it. With ``check`` and
-    ``example_inputs`` the written file is loaded back and its output compared with the frozen
-    model's (a `ConversionError` on disagreement).
+    ``example_inputs`` default to one batch of the input shape recorded with the model. With
+    ``check`` the written file is loaded back by the packed runtime and its output compared with
+    the frozen model's (a `ConversionError` on disagreement; nothing is left behind).
     """
+    from binarize.checkpoint import input_shape
+
+    path = Path(path)
+    if path.exists() and not force:
+        raise OutputExistsError(f"{path} exists", "pass --force (force=True) to overwrite it")
+    if example_inputs is None:
+        shape = input_shape(model)
+        if shape is None:
+            raise ConversionError("no example input and no recorded input shape", "pass example_inputs")
+        example_inputs = (torch.randn((2, *shape[1:]), generator=torch.Generator().manual_seed(0)),)
+    example_inputs = tuple(example_inputs)
     frozen = freeze(model)
-    graph_module = _trace(frozen)
-    recorder = _Recorder(graph_module)
-    graph = recorder.record()
+    if not frozen_layers(frozen):
+        raise ConversionError("the model has no binary layer to pack", "export it with --onnx instead")
+    graph = _export_marked(frozen, example_inputs)
     config = getattr(model, "binarize_config", None)
-    metadata = {
-        "format": bnz.FORMAT_NAME,
-        "version": str(bnz.FORMAT_VERSION),
-        "bit_order": bnz.BIT_ORDER,
-        "graph": json.dumps(graph, separators=(",", ":"), allow_nan=False),
-        "config": json.dumps(config.to_dict() if hasattr(config, "to_dict") else None),
-        "producer": f"binarize {_version()} (torch {torch.__version__})",
+    recorded = {
+        **dict(metadata or {}),
+        FORMAT_KEY: FORMAT_NAME, VERSION_KEY: str(FORMAT_VERSION),
+        CONFIG_KEY: json.dumps(config.to_dict() if hasattr(config, "to_dict") else None),
+        CHECKSUM_KEY: tensor_checksum(graph.graph),
     }
-    written = bnz.write_bnz(path, recorder.tensors, metadata, force=force)
-    if check and example_inputs is not None:
-        _check_agreement(frozen, written, tuple(example_inputs))
-    return written
+    import onnx
+
+    onnx.helper.set_model_props(graph, recorded)
+    with atomic_path(path) as temporary:
+        temporary.write_bytes(graph.SerializeToString())
+        if check:
+            _check_agreement(frozen, temporary, example_inputs)
+    return path
 
 
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+def _export_marked(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
+    """The frozen model as ONNX with every binary layer one `binarize` node, epilogues fused."""
+    import onnx
 
-    try:
-        return version("binarize")
-    except PackageNotFoundError:
-        return "unknown"
+    from binarize.export.onnx import DEFAULT_OPSET, export_onnx
+
+    marked = frozen if not isinstance(frozen, FrozenBinaryLayer) else nn.Sequential(frozen)
+    layers = frozen_layers(marked)
+    for name, layer in layers.items():
+        parent_name, _, child = name.rpartition(".")
+        setattr(marked.get_submodule(parent_name) if parent_name else marked, child, _Marked(layer))
+    circular = any(getattr(layer, "padding_mode", "zeros") == "circular" for layer in layers.values())
+    with tempfile.TemporaryDirectory() as folder:
+        onnx_path = Path(folder) / "float.onnx"
+        result = export_onnx(marked, onnx_path, example_inputs, check=False, opset=max(DEFAULT_OPSET, 19 * circular))
+        if result.exporter != "torchscript":
+            raise ConversionError("the model exports to ONNX only through the dynamo exporter, which the packed "
+                                  "writer cannot rewrite", "deploy it with `binarize export --onnx`")
+        model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+    rewriter = _Rewriter(model)
+    for name, layer in layers.items():
+        rewriter.replace_layer(name, layer)
+    rewriter.fuse_epilogues()
+    return rewriter.finish()
 
 
-def _trace(frozen: nn.Module) -> torch.fx.GraphModule:
-    root = nn.Sequential(frozen) if isinstance(frozen, FrozenBinaryLayer) else frozen  # a bare layer
-    try:
-        graph = _Tracer().trace(root)
-    except Exception as err:  # fx raises many types; the user needs one clear line
-        raise ConversionError(f"the model cannot be traced for packing ({type(err).__name__}: {str(err)[:120]})",
-                              _REFUSE_FIX) from err
-    return torch.fx.GraphModule(root, graph)
+class _Rewriter:
+    """Edits one exported ONNX graph in place (nodes listed, re-sorted at the end)."""
 
+    def __init__(self, model: Any) -> None:
+        import onnx
 
-class _Recorder:
-    """Walks a traced graph and records nodes (JSON) and tensors (NumPy) for the file."""
+        self.model = model
+        self.graph = model.graph
+        self.nodes: list[Any] = list(self.graph.node)
+        self.constants = {t.name: onnx.numpy_helper.to_array(t) for t in self.graph.initializer}
+        self.shapes = {v.name: v.type.tensor_type.shape for v in [*self.graph.value_info, *self.graph.input, *self.graph.output]}
+        self.new_initializers: list[Any] = []
+        self.binary: list[Any] = []
+        self.opset = next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))
 
-    def __init__(self, graph_module: torch.fx.GraphModule) -> None:
-        self.gm = graph_module
-        self.tensors: dict[str, np.ndarray] = {}
+    # --- constants and consumers -------------------------------------------------------------
 
-    def record(self) -> dict[str, Any]:
-        inputs, nodes, output = [], [], None
-        for node in self.gm.graph.nodes:
-            if node.op == "placeholder":
-                inputs.append(node.name)
-            elif node.op == "output":
-                output = self.value(node.args[0])
-            else:
-                nodes.append(self.node(node))
-        return {"inputs": inputs, "nodes": nodes, "output": output}
+    def constant(self, name: str) -> np.ndarray | None:
+        """The value of ``name`` when it is an initializer, a Constant or an Identity of one."""
+        import onnx
 
-    def node(self, node: torch.fx.Node) -> dict[str, Any]:
-        entry: dict[str, Any] = {"name": node.name, "op": "", "args": [self.value(a) for a in node.args],
-                                 "kwargs": {k: self.value(v) for k, v in node.kwargs.items()},
-                                 "params": {}, "tensors": {}}
-        if node.op == "get_attr":
-            entry["op"] = CONSTANT
-            entry["tensors"]["value"] = self.tensor(f"{node.name}.value", _fetch_attr(self.gm, node.target))
-        elif node.op == "call_module":
-            self.module(entry, node, self.gm.get_submodule(node.target))
-        elif node.op == "call_function":
-            name = _FUNCTION_NAMES.get(id(node.target))
-            qualified = f"{getattr(node.target, '__module__', '')}.{getattr(node.target, '__name__', '')}"
-            if name is None and qualified in FOREIGN_FUNCTIONS:
-                name = qualified
-            if name is None:
-                _refuse(node, getattr(node.target, "__qualname__", repr(node.target)))
-            if name == "builtins.getattr" and node.args[1] not in ATTRIBUTES:
-                _refuse(node, f"getattr(…, {node.args[1]!r})")
-            entry["op"] = f"function.{name}"
-        elif node.op == "call_method":
-            if node.target not in METHODS:
-                _refuse(node, f"Tensor.{node.target}")
-            entry["op"] = f"method.{node.target}"
-        else:
-            _refuse(node, node.op)
-        return entry
+        if name in self.constants:
+            return self.constants[name]
+        producer = self.producer(name)
+        if producer is None:
+            return None
+        if producer.op_type == "Identity":
+            return self.constant(producer.input[0])
+        if producer.op_type == "Constant" and producer.attribute and producer.attribute[0].name == "value":
+            return onnx.numpy_helper.to_array(producer.attribute[0].t)
+        return None
 
-    def module(self, entry: dict[str, Any], node: torch.fx.Node, module: nn.Module) -> None:
-        if isinstance(module, FrozenBinaryLayer):
-            self.binary(entry, node.name, module)
-            return
-        type_name = next((k.__name__ for k in type(module).__mro__ if k.__name__ in MODULE_OPS
-                          and k.__module__.startswith("torch.nn")), None)
-        if type_name is None:
-            _refuse(node, f"{type(module).__module__}.{type(module).__qualname__}")
-        if type_name == "MultiheadAttention" and not module._qkv_same_embed_dim:
-            _refuse(node, "MultiheadAttention with separate q/k/v projection weights")
-        spec = MODULE_OPS[type_name]
-        entry["op"] = f"module.{type_name}"
-        entry["params"] = {p: self.value(_param(module, p)) for p in spec.params}
-        for role in spec.tensors:
-            tensor = _fetch_attr(module, role)
-            if tensor is not None:
-                entry["tensors"][role] = self.tensor(f"{node.name}.{role}", tensor)
+    def producer(self, name: str) -> Any:
+        return next((n for n in self.nodes if name in n.output), None)
 
-    def binary(self, entry: dict[str, Any], name: str, layer: FrozenBinaryLayer) -> None:
-        signs = layer.signs.detach()
-        if isinstance(layer, FrozenBinaryLinear):
-            entry["op"] = BINARY_LINEAR
-            entry["params"] = {"in_features": signs.shape[1], "out_features": signs.shape[0],
-                               "binary_input": layer.binary_input}
-        else:
-            dims = 1 if isinstance(layer, FrozenBinaryConv1d) else 2
-            assert isinstance(layer, (FrozenBinaryConv1d, FrozenBinaryConv2d))
-            pair = (lambda v: [1, *v]) if dims == 1 else list  # conv1d runs as a 1×k conv2d
-            entry["op"] = BINARY_CONV
-            entry["params"] = {
-                "dims": dims, "in_channels": layer.in_channels, "out_channels": signs.shape[0],
-                "kernel_size": pair(list(layer.kernel_size)), "stride": pair(list(layer.stride)),
-                "padding": ([0, *_explicit_padding(layer)] if dims == 1 else _explicit_padding(layer)),
-                "dilation": pair(list(layer.dilation)), "groups": layer.groups,
-                "padding_mode": layer.padding_mode, "binary_input": layer.binary_input,
-            }
-        entry["tensors"] = {
-            "bits": self.tensor(f"{name}.bits", pack_signs(signs.reshape(signs.shape[0], -1).cpu().numpy())),
-            "alpha": self.tensor(f"{name}.alpha", layer.alpha.detach().reshape(-1)),
-        }
-        if layer.bias is not None:
-            entry["tensors"]["bias"] = self.tensor(f"{name}.bias", layer.bias.detach())
+    def consumers(self, name: str) -> list[Any]:
+        return [n for n in self.nodes if name in n.input]
 
-    def tensor(self, name: str, value: torch.Tensor | np.ndarray) -> str:
-        if isinstance(value, torch.Tensor):
-            value = value.detach().cpu()
-            if value.is_floating_point():
-                value = value.float()
-            if value.dtype not in _NP_DTYPES:
-                raise ConversionError(f"tensor {name} has dtype {value.dtype}", "use float32, int64 or bool buffers")
-            value = value.numpy().astype(_NP_DTYPES[value.dtype], copy=False)
-        self.tensors[name] = np.ascontiguousarray(value)
+    def add_initializer(self, name: str, value: np.ndarray) -> str:
+        import onnx
+
+        self.new_initializers.append(onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
-    def value(self, value: Any) -> Any:
-        if isinstance(value, torch.fx.Node):
-            return {"ref": value.name}
-        if value is None or isinstance(value, (bool, int, str)):
-            return value
-        if isinstance(value, float):
-            return finite_or_tagged(value)
-        if isinstance(value, list):
-            return [self.value(v) for v in value]
-        if isinstance(value, tuple):
-            return {"tuple": [self.value(v) for v in value]}
-        if isinstance(value, slice):
-            return {"slice": [self.value(value.start), self.value(value.stop), self.value(value.step)]}
-        if value is Ellipsis:
-            return {"ellipsis": None}
-        if isinstance(value, torch.dtype) and value in _DTYPE_NAMES:
-            return {"dtype": _DTYPE_NAMES[value]}
-        if isinstance(value, torch.Size):
-            return {"tuple": list(value)}
-        raise ConversionError(f"cannot record the value {value!r} ({type(value).__name__}) in a .bnz graph",
-                              _REFUSE_FIX)
+    # --- one binary layer ---------------------------------------------------------------------
+
+    def replace_layer(self, fqn: str, layer: FrozenBinaryLayer) -> None:
+        """Removes the nodes between the layer's markers; inserts [Pad →] one binarize node."""
+        import onnx
+
+        enter = self._marker_node(fqn, _ENTER)
+        leave = self._marker_node(fqn, _EXIT)
+        source = next(i for i in enter.input if not i.endswith(_ENTER))
+        inner_output = next(i for i in leave.input if not i.endswith(_EXIT))
+        inside = self._between(enter.output[0], inner_output)
+        removed = {id(n) for n in [enter, leave, *inside]}
+        escaping = {o for n in inside for o in n.output} & {i for n in self.nodes if id(n) not in removed for i in n.input}
+        if escaping:
+            raise ConversionError(f"layer {fqn}: its internal values are used elsewhere", _BUG)
+        position = min(i for i, n in enumerate(self.nodes) if id(n) in removed)
+        self.nodes = [n for n in self.nodes if id(n) not in removed]
+        name = fqn
+        signs = layer.signs.detach().cpu().float()
+        out = signs.shape[0]
+        inputs = [source,
+                  self.add_initializer(f"{name}.W", pack_signs(signs.reshape(out, -1).numpy())),
+                  self.add_initializer(f"{name}.scale", layer.alpha.detach().cpu().float().numpy().reshape(out)),
+                  self.add_initializer(f"{name}.shift", np.zeros(out, np.float32) if layer.bias is None
+                                       else layer.bias.detach().cpu().float().numpy().reshape(out))]
+        new_nodes = []
+        common = {"binarize_input": int(layer.binary_input)}
+        if isinstance(layer, FrozenBinaryLinear):
+            node = onnx.helper.make_node(ops.LINEAR, inputs, [leave.output[0]], name=name, domain=ops.DOMAIN,
+                                         in_features=signs.shape[1], **common)
+        else:
+            begins, ends = _pads(layer)
+            if layer.padding_mode != "zeros":
+                pads = [0, 0, *begins, 0, 0, *ends]
+                padded = f"{name}.padded"
+                new_nodes.append(onnx.helper.make_node(
+                    "Pad", [source, self.add_initializer(f"{name}.pads", np.array(pads, np.int64))], [padded],
+                    name=f"{name}.pad", mode=_PAD_MODES[layer.padding_mode]))
+                inputs[0], begins, ends = padded, [0] * len(begins), [0] * len(ends)
+            node = onnx.helper.make_node(
+                ops.CONV, inputs, [leave.output[0]], name=name, domain=ops.DOMAIN, in_channels=layer.in_channels,
+                kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[*begins, *ends],
+                dilations=list(layer.dilation), group=layer.groups, **common)
+        new_nodes.append(node)
+        self.nodes[position:position] = new_nodes
+        self.binary.append(node)
+
+    def _marker_node(self, fqn: str, marker: str) -> Any:
+        # the exporter keeps the buffer's module path as the name of an initializer (or of the
+        # Identity output that stands for it when equal initializers are shared)
+        name = f"{fqn}.{marker}"
+        found = [n for n in self.nodes if n.op_type == "Mul" and name in n.input]
+        if len(found) != 1:
+            raise ConversionError(f"layer {fqn} not found once in the exported graph "
+                                  "(is it called more than once?)", "give each call its own layer")
+        return found[0]
+
+    def _between(self, start: str, end: str) -> list[Any]:
+        """The nodes on some path from value ``start`` to value ``end``."""
+        reachable, frontier = set(), [start]
+        while frontier:
+            value = frontier.pop()
+            for node in self.consumers(value):
+                if id(node) not in reachable:
+                    reachable.add(id(node))
+                    frontier.extend(node.output)
+        result, frontier, seen = [], [end], set()
+        while frontier:
+            node = self.producer(frontier.pop())
+            if node is None or id(node) in seen or id(node) not in reachable:
+                continue
+            seen.add(id(node))
+            result.append(node)
+            frontier.extend(node.input)
+        return result
+
+    # --- epilogue fusion -------------------------------------------------------------------------
+
+    def fuse_epilogues(self) -> None:
+        outputs = {v.name for v in self.graph.output}
+        for node in self.binary:
+            linear = node.op_type == ops.LINEAR
+            while node.output[0] not in outputs:
+                users = self.consumers(node.output[0])
+                if len(users) != 1 or not self._fuse(node, users[0], linear):
+                    break
+                node.output[0] = users[0].output[0]
+                self.nodes.remove(users[0])
+
+    def _fuse(self, node: Any, user: Any, linear: bool) -> bool:
+        """Folds ``user`` into ``node``'s epilogue when the kernel computes the same thing."""
+        attributes = {a.name: a for a in node.attribute}
+        activation = attributes.get("activation")
+        has_residual = len(node.input) > ops.RESIDUAL and node.input[ops.RESIDUAL]
+        if activation is not None:
+            return False  # the activation is the epilogue's last step
+        rank = self._rank(node.output[0])
+        out = self.constants_of(node)[0].shape[0]
+        channel = rank - 1 if linear else 1
+        if user.op_type == "BatchNormalization" and not has_residual and user.input[0] == node.output[0]:
+            if (linear and rank != 2) or len(user.output) != 1:
+                return False
+            stats = [self.constant(name) for name in user.input[1:5]]
+            if any(s is None or s.shape != (out,) for s in stats):
+                return False
+            epsilon = next((a.f for a in user.attribute if a.name == "epsilon"), 1e-5)
+            gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
+            factor = gamma / np.sqrt(var + epsilon)
+            scale, shift = self.constants_of(node)
+            self._set_epilogue(node, scale.astype(np.float64) * factor, (shift.astype(np.float64) - mean) * factor + beta)
+            return True
+        if user.op_type == "Add" and not has_residual:
+            other = user.input[1] if user.input[0] == node.output[0] else user.input[0]
+            if other == node.output[0] or self.constant(other) is not None or not self._same_shape(other, node.output[0]):
+                return False
+            node.input.extend([""] * (ops.RESIDUAL - len(node.input) + 1))
+            node.input[ops.RESIDUAL] = other
+            return True
+        if user.op_type == "Relu":
+            return self._set_activation(node, "relu")
+        if user.op_type == "Clip" and len(user.input) == 3:
+            low, high = self.constant(user.input[1]), self.constant(user.input[2])
+            if low is not None and high is not None and float(low) == -1.0 and float(high) == 1.0:
+                return self._set_activation(node, "hardtanh")
+            return False
+        if user.op_type == "PRelu" and user.input[0] == node.output[0]:
+            slope = self.constant(user.input[1])
+            if slope is None or rank is None:
+                return False
+            vector = _per_channel(slope, rank, channel, out)
+            if vector is None:
+                return False
+            node.input.extend([""] * (ops.SLOPE - len(node.input) + 1))
+            node.input[ops.SLOPE] = self.add_initializer(f"{node.name}.slope", vector)
+            return self._set_activation(node, "prelu")
+        return False
+
+    def constants_of(self, node: Any) -> tuple[np.ndarray, np.ndarray]:
+        """The node's current scale and shift."""
+        current = {t.name: t for t in self.new_initializers}
+        import onnx
+
+        return tuple(onnx.numpy_helper.to_array(current[node.input[i]]) for i in (ops.SCALE, ops.SHIFT))
+
+    def _set_epilogue(self, node: Any, scale: np.ndarray, shift: np.ndarray) -> None:
+        import onnx
+
+        for index, value in ((ops.SCALE, scale), (ops.SHIFT, shift)):
+            tensor = next(t for t in self.new_initializers if t.name == node.input[index])
+            tensor.CopyFrom(onnx.numpy_helper.from_array(value.astype(np.float32), tensor.name))
+
+    def _set_activation(self, node: Any, activation: str) -> bool:
+        import onnx
+
+        node.attribute.append(onnx.helper.make_attribute("activation", activation))
+        return True
+
+    def _rank(self, name: str) -> int | None:
+        # the binarize node's output shape is the marker Mul's, which shape inference recorded
+        shape = self.shapes.get(name)
+        return None if shape is None else len(shape.dim)
+
+    def _same_shape(self, a: str, b: str) -> bool:
+        first, second = self.shapes.get(a), self.shapes.get(b)
+        if first is None or second is None or len(first.dim) != len(second.dim):
+            return False
+        return all(
+            (x.HasField("dim_value") and x.dim_value == y.dim_value) or (x.HasField("dim_param") and x.dim_param == y.dim_param)
+            for x, y in zip(first.dim, second.dim)
+        )
+
+    # --- the result ---------------------------------------------------------------------------
+
+    def finish(self) -> Any:
+        """Dead nodes and tensors dropped, nodes sorted, every tensor raw bytes, domain declared."""
+        import onnx
+
+        sources = {v.name for v in self.graph.input} | {t.name for t in [*self.graph.initializer, *self.new_initializers]}
+        needed = {v.name for v in self.graph.output}
+        kept = []
+        for node in reversed(_topological(self.nodes, sources)):
+            if set(node.output) & needed:
+                kept.append(node)
+                needed.update(i for i in node.input if i)
+        kept.reverse()
+        initializers = [t for t in [*self.graph.initializer, *self.new_initializers] if t.name in needed]
+        for tensor in initializers:
+            if not tensor.raw_data:
+                tensor.CopyFrom(onnx.numpy_helper.from_array(onnx.numpy_helper.to_array(tensor), tensor.name))
+        del self.graph.initializer[:]
+        self.graph.initializer.extend(initializers)
+        del self.graph.node[:]
+        self.graph.node.extend(kept)
+        del self.graph.value_info[:]
+        del self.model.opset_import[:]
+        self.model.opset_import.extend([onnx.helper.make_opsetid("", self.opset),
+                                        onnx.helper.make_opsetid(ops.DOMAIN, ops.DOMAIN_VERSION)])
+        return self.model
 
 
-def _explicit_padding(layer: nn.Module) -> list[int]:
-    """Integer padding per spatial dim ('valid' → 0, symmetric 'same' → half the receptive field)."""
+def _pads(layer: nn.Module) -> tuple[list[int], list[int]]:
+    """Begin and end padding per spatial dim ('valid' → 0; 'same' → the exporter's split)."""
     if layer.padding == "valid":
-        return [0] * len(layer.kernel_size)
+        zeros = [0] * len(layer.kernel_size)
+        return zeros, zeros
     if layer.padding == "same":
         totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
-        if any(t % 2 for t in totals):
-            raise ConversionError("padding='same' with an even receptive field pads asymmetrically",
-                                  "use explicit integer padding for that layer")
-        return [t // 2 for t in totals]
-    return list(layer.padding)
+        return [t // 2 for t in totals], [t - t // 2 for t in totals]
+    return list(layer.padding), list(layer.padding)
 
 
-def _param(module: nn.Module, name: str) -> Any:
-    value = getattr(module, name)
-    if name == "padding" and isinstance(value, str):
-        return _explicit_padding(module)
-    return value
+def _per_channel(value: np.ndarray, rank: int, channel: int, out: int) -> np.ndarray | None:
+    """``value`` as a float32 [out] vector when it broadcasts along the channel axis only."""
+    if value.ndim > rank:
+        return None
+    shape = (1,) * (rank - value.ndim) + value.shape
+    if any(size != 1 for axis, size in enumerate(shape) if axis != channel) or shape[channel] not in (1, out):
+        return None
+    return np.broadcast_to(value.reshape(-1), (out,)).astype(np.float32)
 
 
-def _fetch_attr(root: nn.Module, target: str) -> Any:
-    value: Any = root
-    for part in target.split("."):
-        value = getattr(value, part)
-    return value
-
-
-def _refuse(node: torch.fx.Node, what: str) -> None:
-    raise ConversionError(
-        f"operation {what} (graph node {node.name!r}) is not in the packed runtime's allowlist", _REFUSE_FIX
-    )
+def _topological(nodes: list[Any], available: set[str]) -> list[Any]:
+    """``nodes`` in an order where each input is produced first (stable: original order wins)."""
+    ready = set(available) | {""}
+    pending, ordered = list(nodes), []
+    while pending:
+        progress = [n for n in pending if all(i in ready for i in n.input)]
+        if not progress:
+            missing = sorted({i for n in pending for i in n.input if i not in ready} - {o for n in pending for o in n.output})
+            raise ConversionError(f"the rewritten graph reads undefined values {missing[:3]}", _BUG)
+        first = progress[0]
+        ordered.append(first)
+        ready.update(first.output)
+        pending.remove(first)
+    return ordered
 
 
 def _check_agreement(frozen: nn.Module, path: Path, example_inputs: tuple[torch.Tensor, ...]) -> None:
@@ -254,10 +399,11 @@ def _check_agreement(frozen: nn.Module, path: Path, example_inputs: tuple[torch.
 
     with torch.no_grad():
         expected = frozen(*example_inputs)
-    actual = load_packed(path)(*example_inputs)
-    if isinstance(expected, torch.Tensor) and isinstance(actual, torch.Tensor):
-        scale = max(1.0, float(expected.abs().max()))
-        error = float((expected.float() - actual).abs().max())
-        if not math.isfinite(error) or error > 1e-3 * scale:
-            raise ConversionError(f"the packed model disagrees with PyTorch (max |Δ| = {error:.3g})",
-                                  "report this as a bug, with the model")
+    if not isinstance(expected, torch.Tensor):
+        return
+    actual = load_packed(path)(*[x.numpy() for x in example_inputs])
+    scale = max(1.0, float(expected.abs().max()))
+    error = float(np.abs(expected.float().numpy() - actual).max())
+    if not np.isfinite(error) or error > 1e-3 * scale:
+        raise ConversionError(f"the packed model disagrees with PyTorch (max |Δ| = {error:.3g})",
+                              "report this as a bug, with the model")
