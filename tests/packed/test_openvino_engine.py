@@ -1,0 +1,134 @@
+"""The OpenVINO engine against the packed runtime: integer accumulators equal on single binary
+nodes (scale 1, shift 0), logits within float tolerance and top-1 equal on whole models, and
+the facts about OpenVINO the engine relies on (bit order, sign(0), zero padding, f32)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("openvino")
+
+from binarize.packed import load_packed, ops  # noqa: E402
+from binarize.packed.bits import pack_signs  # noqa: E402
+from binarize.packed.openvino_engine import load_openvino, ov_weight_bits  # noqa: E402
+
+
+def write_single_node(path: Path, op: str, input_shape: list[int], signs: np.ndarray, *, attributes: dict,
+                      scale: np.ndarray | None = None, shift: np.ndarray | None = None,
+                      slope: np.ndarray | None = None, residual: bool = False) -> Path:
+    """A packed file of one binarize node (``signs``: ±1 [O, K]); scale 1 and shift 0 by default,
+    so that its output is the integer accumulator. With ``residual`` the input is added back."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from binarize.packed.format import CHECKSUM_KEY, FORMAT_KEY, FORMAT_NAME, VERSION_KEY, tensor_checksum
+
+    out = signs.shape[0]
+    tensors = {"W": pack_signs(signs), "scale": np.ones(out, np.float32) if scale is None else scale,
+               "shift": np.zeros(out, np.float32) if shift is None else shift}
+    inputs = ["x", "W", "scale", "shift", "x" if residual else ""]
+    if slope is not None:
+        tensors["slope"] = slope
+        inputs.append("slope")
+    while not inputs[-1]:
+        inputs.pop()
+    node = helper.make_node(op, inputs, ["y"], name="layer", domain=ops.DOMAIN, **attributes)
+    graph = helper.make_graph([node], "single", [helper.make_tensor_value_info("x", TensorProto.FLOAT, input_shape)],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [f"d{i}" for i in range(len(input_shape))])],
+                              [numpy_helper.from_array(np.ascontiguousarray(v), k) for k, v in tensors.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                    helper.make_opsetid(ops.DOMAIN, ops.DOMAIN_VERSION)])
+    for key, value in {FORMAT_KEY: FORMAT_NAME, VERSION_KEY: "1", CHECKSUM_KEY: tensor_checksum(model.graph)}.items():
+        model.metadata_props.add(key=key, value=value)
+    onnx.save(model, str(path))
+    return path
+
+
+def random_signs(rng: np.random.Generator, out: int, k: int) -> np.ndarray:
+    return np.where(rng.random((out, k)) < 0.5, -1.0, 1.0).astype(np.float32)
+
+
+def both(path: Path, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return load_packed(path, threads=1)(x), load_openvino(path, threads=1)(x)
+
+
+def test_conv_accumulators_equal_bit_for_bit(tmp_path: Path) -> None:
+    """K = 8·3·3 = 72 (a partial word, and not a multiple of 8 per row), zero padding, stride 2,
+    exact zeros in the input (sign(0) = +1): every integer accumulator equal."""
+    rng = np.random.default_rng(0)
+    signs = random_signs(rng, 12, 72)
+    path = write_single_node(tmp_path / "conv.bnz", ops.CONV, [2, 8, 9, 9], signs, attributes=dict(
+        in_channels=8, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
+    x[x < -0.5] = 0.0  # threshold 0 in the FakeQuantize sends these to −1: off by up to 26 here
+    x[0, 0, 0, :3] = [-0.0, -np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).smallest_subnormal]
+    expected, actual = both(path, x)
+    assert np.array_equal(actual, expected)
+    assert np.all(actual == np.round(actual)) and np.abs(expected).max() > 10
+
+
+CASES = {
+    # name: (op, input shape, O, K, attributes)
+    "grouped conv": (ops.CONV, [2, 8, 7, 7], 12, 4 * 9, dict(in_channels=8, kernel_shape=[3, 3], pads=[1, 0, 2, 1],
+                                                             group=2)),
+    "depthwise dilated conv": (ops.CONV, [1, 6, 9, 9], 6, 9, dict(in_channels=6, kernel_shape=[3, 3], pads=[2, 2, 2, 2],
+                                                                  dilations=[2, 2], group=6)),
+    "conv1d": (ops.CONV, [2, 8, 20], 7, 8 * 5, dict(in_channels=8, kernel_shape=[5], strides=[2], pads=[2, 1])),
+    "conv, 12 channels": (ops.CONV, [2, 12, 6, 6], 5, 12 * 9, dict(in_channels=12, kernel_shape=[3, 3])),
+    "linear on tokens": (ops.LINEAR, [2, 3, 136], 9, 136, dict(in_features=136)),
+    "linear, K = 130": (ops.LINEAR, [4, 130], 9, 130, dict(in_features=130)),
+    "W1A32 conv": (ops.CONV, [2, 4, 6, 6], 5, 4 * 9, dict(in_channels=4, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                                                          binarize_input=0)),
+    "W1A32 linear": (ops.LINEAR, [3, 70], 4, 70, dict(in_features=70, binarize_input=0)),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_node_kinds_accumulators_equal(case: str, tmp_path: Path) -> None:
+    op, shape, out, k, attributes = CASES[case]
+    rng = np.random.default_rng(1)
+    path = write_single_node(tmp_path / "node.bnz", op, shape, random_signs(rng, out, k), attributes=attributes)
+    x = rng.standard_normal(shape).astype(np.float32)
+    x[x < -1] = 0.0
+    expected, actual = both(path, x)
+    assert actual.shape == expected.shape
+    channels = attributes.get("in_channels", attributes.get("in_features"))
+    binary_path = attributes.get("binarize_input", 1) and attributes.get("group", 1) == 1 and channels % 8 == 0
+    assert load_openvino(path).binary_layer_count() == int(binary_path)  # else the exact float fallback
+    if attributes.get("binarize_input", 1):
+        assert np.array_equal(actual, expected)
+    else:  # float inputs: the same sums in another order
+        assert np.allclose(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("activation", ["none", "relu", "hardtanh", "prelu"])
+def test_fused_epilogue_with_residual(activation: str, tmp_path: Path) -> None:
+    """act(dot·scale + shift + R) with per-channel vectors, R the node's own input."""
+    rng = np.random.default_rng(2)
+    out = 6
+    vector = lambda: rng.standard_normal(out).astype(np.float32)  # noqa: E731
+    path = write_single_node(
+        tmp_path / "epilogue.bnz", ops.CONV, [2, 6, 5, 5], random_signs(rng, out, 6 * 9), residual=True,
+        attributes=dict(in_channels=6, kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation=activation),
+        scale=np.abs(vector()) * 0.05, shift=vector(), slope=vector() if activation == "prelu" else None)
+    x = rng.standard_normal((2, 6, 5, 5)).astype(np.float32)
+    expected, actual = both(path, x)
+    assert np.allclose(actual, expected, rtol=1e-5, atol=1e-5)
+    if activation == "hardtanh":
+        assert actual.min() == -1 and actual.max() == 1
+
+
+def test_weight_bits_are_lsb_first_unlike_a_u1_constant_made_from_a_list() -> None:
+    """The CPU kernel reads element i from bit i % 8 (the accumulator tests prove it) and 1 = +1
+    (the file: set = −1). OpenVINO packs a u1 constant made from a Python list the other way
+    round, most significant bit first, which is why the engine writes the bytes itself."""
+    import openvino as ov
+
+    values = [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
+    signs = np.array([values], np.float32) * 2 - 1
+    assert list(ov_weight_bits(pack_signs(signs), 10)) == [0b0000_0001, 0b0000_0010]
+    from_list = ov.op.Constant(ov.Type.u1, ov.Shape([1, 10]), values)
+    assert list(np.asarray(from_list.get_data()).view(np.uint8)) == [0b1000_0000, 0b0100_0000]
