@@ -138,7 +138,7 @@ class PackedModel:
 
     def step_kinds(self) -> dict[str, str]:
         """Each step's kind: the binarize op name, or ``float`` for an onnxruntime segment."""
-        return {s.name: (type(self.binary_layers[s.name]).__name__ if s.name in self.binary_layers else "float")
+        return {s.name: (type(self.binary_layers[s.name].kernel).__name__ if s.name in self.binary_layers else "float")
                 for s in self._steps}
 
 

@@ -1,4 +1,4 @@
-"""A small binary model (built in memory) and its `.bnz` file, shared by the packed tests."""
+"""A small binary model (built in memory) and its packed file, shared by the packed tests."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from binarize.packed import save_packed
 
 
 class SmallNet(nn.Module):
-    """Float stem, two binary convs (K = 72 and 144: partial words), a residual add, a W1A32
-    binary linear with bias and a float head: every kind of node the fuzz test should hit."""
+    """Float stem, two binary convs (K = 72 and 144: partial words) with BatchNorm, hardtanh and
+    a residual add to fuse, a W1A32 binary linear with bias and a float head: every kind of node
+    the format and fuzz tests should hit."""
 
     def __init__(self) -> None:
         super().__init__()

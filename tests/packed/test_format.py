@@ -1,47 +1,52 @@
-"""The `.bnz` container: round trip, size formula, and every hostile input one by one."""
+"""The packed file: an ONNX model that onnx.checker accepts, its size, and every hostile input
+refused one by one with a single-line `FormatError` before anything runs."""
 
 from __future__ import annotations
 
-import json
 import math
-import struct
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import helper, numpy_helper
 
 from binarize.errors import FormatError, OutputExistsError
 from binarize.export.freeze import freeze
-from binarize.packed import load_packed, save_packed
-from binarize.packed.format import read_bnz
+from binarize.packed import load_packed, ops, save_packed
+from binarize.packed.format import CHECKSUM_KEY, tensor_checksum
 
-
-def split(data: bytes) -> tuple[dict, bytes]:
-    length = struct.unpack("<Q", data[:8])[0]
-    return json.loads(data[8 : 8 + length]), data[8 + length :]
-
-
-def join(header: dict, body: bytes) -> bytes:
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    return struct.pack("<Q", len(text)) + text + body
+Model = onnx.ModelProto
 
 
 def test_round_trip_matches_frozen_model(small_bnz: Path, small_net: torch.nn.Module) -> None:
-    model = small_net
     x = torch.randn(4, 3, 8, 8)
     with torch.no_grad():
-        expected = freeze(model)(x)
-    packed = load_packed(small_bnz)
-    actual = packed(x)
-    assert torch.allclose(actual, expected, atol=1e-5, rtol=1e-5)
-    assert torch.equal(actual.argmax(1), expected.argmax(1))
-    metadata, tensors = read_bnz(small_bnz)
-    assert metadata["format"] == "binarize.bnz" and metadata["version"] == "1"
-    assert [n["op"] for n in json.loads(metadata["graph"])["nodes"]].count("binary.conv") == 2
-    assert tensors["conv1.bits"].dtype == np.uint64 and tensors["conv1.bits"].shape == (16, 2)  # K = 72
+        expected = freeze(small_net)(x).numpy()
+    actual = load_packed(small_bnz)(x.numpy())
+    np.testing.assert_allclose(actual, expected, atol=1e-5, rtol=1e-5)
+    assert np.array_equal(actual.argmax(1), expected.argmax(1))
+
+
+def test_file_is_a_checked_onnx_model_with_the_binarize_domain(small_bnz: Path) -> None:
+    model = onnx.load(str(small_bnz))
+    ops.register_schemas()
+    onnx.checker.check_model(model, full_check=True)
+    assert {(o.domain, o.version) for o in model.opset_import} >= {(ops.DOMAIN, 1)}
+    binary = {n.name: n for n in model.graph.node if n.domain == ops.DOMAIN}
+    assert [n.op_type for n in binary.values()] == ["BinaryConv", "BinaryConv", "BinaryLinear"]
+    assert {n.domain for n in model.graph.node} == {"", ops.DOMAIN}
+    # BatchNorm and hardtanh fused into conv1; BatchNorm and the residual Add into conv2
+    attributes = {a.name: helper.get_attribute_value(a) for a in binary["conv1"].attribute}
+    assert attributes["activation"] == b"hardtanh" and attributes["kernel_shape"] == [3, 3]
+    assert binary["conv2"].input[ops.RESIDUAL] and not any(n.op_type == "BatchNormalization" for n in model.graph.node)
+    bits = numpy_helper.to_array(next(t for t in model.graph.initializer if t.name == binary["conv1"].input[ops.W]))
+    assert bits.dtype == np.uint64 and bits.shape == (16, 2)  # K = 72 → two words per row
+    metadata = {p.key: p.value for p in model.metadata_props}
+    assert metadata["binarize.format"] == "binarize.packed" and metadata["binarize.format_version"] == "1"
+    assert metadata[CHECKSUM_KEY] == tensor_checksum(model.graph)
 
 
 def test_refuses_to_overwrite(small_bnz: Path, small_net: torch.nn.Module) -> None:
@@ -49,112 +54,159 @@ def test_refuses_to_overwrite(small_bnz: Path, small_net: torch.nn.Module) -> No
         save_packed(small_net, small_bnz)
 
 
-def test_file_size_follows_the_formula(small_bnz: Path, small_net: torch.nn.Module) -> None:
-    """1 bit per binary weight (rows padded to 64) + float32 for the rest + header."""
-    model = small_net
+def test_file_size_is_one_bit_per_binary_weight(small_bnz: Path, small_net: torch.nn.Module) -> None:
+    """Packed words (rows padded to 64 bits) + float32 for the rest + a small graph."""
     binary = {"conv1": (16, 72), "conv2": (16, 144), "fc1": (12, 64)}
     bits_bytes = sum(o * math.ceil(k / 64) * 8 for o, k in binary.values())
-    alpha_bytes = sum(o for o, _ in binary.values()) * 4
-    binary_names = {f"{n}.weight" for n in binary}
-    floats = sum(p.numel() for n, p in model.state_dict().items()
-                 if n not in binary_names and not n.endswith("num_batches_tracked") and "estimator" not in n)
-    data = small_bnz.read_bytes()
-    header_bytes = 8 + struct.unpack("<Q", data[:8])[0]
-    formula = bits_bytes + alpha_bytes + 4 * floats + header_bytes
-    assert abs(len(data) - formula) <= 0.01 * formula
+    float_bytes = 4 * sum(p.numel() for n, p in small_net.state_dict().items()
+                          if n.split(".")[0] in ("stem", "bn0", "head"))
+    epilogue_bytes = 4 * 2 * sum(o for o, _ in binary.values())
+    size = small_bnz.stat().st_size
+    assert bits_bytes + float_bytes + epilogue_bytes < size < bits_bytes + float_bytes + epilogue_bytes + 6000
 
 
-def _edit_header(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
+# --- hostile files ---------------------------------------------------------------------------
+
+def _model(data: bytes) -> Model:
+    model = Model()
+    model.ParseFromString(data)
+    return model
+
+
+def _edit(edit: Callable[[Model], None], *, rehash: bool = True) -> Callable[[bytes], bytes]:
+    """Applies ``edit`` to the parsed model; by default re-signs the checksum so that the edit,
+    not the checksum, is what the reader must catch."""
     def apply(data: bytes) -> bytes:
-        header, body = split(data)
-        edit(header)
-        return join(header, body)
+        model = _model(data)
+        edit(model)
+        if rehash:
+            helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
+                                           CHECKSUM_KEY: tensor_checksum(model.graph)})
+        return model.SerializeToString()
     return apply
 
 
-def _edit_graph(edit: Callable[[dict], None]) -> Callable[[bytes], bytes]:
-    def apply(header: dict) -> None:
-        graph = json.loads(header["__metadata__"]["graph"])
-        edit(graph)
-        header["__metadata__"]["graph"] = json.dumps(graph)
-    return _edit_header(apply)
+def _node(model: Model, name: str) -> onnx.NodeProto:
+    return next(n for n in model.graph.node if n.name == name)
 
 
-def _set_meta(key: str, value: str) -> Callable[[bytes], bytes]:
-    return _edit_header(lambda h: h["__metadata__"].__setitem__(key, value))
+def _tensor(model: Model, name: str) -> onnx.TensorProto:
+    return next(t for t in model.graph.initializer if t.name == name)
 
 
-def _same_offsets(header: dict) -> None:
-    header["conv1.alpha"]["data_offsets"] = header["conv2.alpha"]["data_offsets"]
+def _set_attribute(name: str, attribute: str, value: object) -> Callable[[Model], None]:
+    def edit(model: Model) -> None:
+        node = _node(model, name)
+        kept = [a for a in node.attribute if a.name != attribute]
+        del node.attribute[:]
+        node.attribute.extend([*kept, helper.make_attribute(attribute, value)])
+    return edit
 
 
-def _drop_entry(header: dict) -> None:
-    del header["conv1.alpha"]
+def _replace_tensor(name: str, value: np.ndarray) -> Callable[[Model], None]:
+    return lambda model: _tensor(model, name).CopyFrom(numpy_helper.from_array(value, name))
 
 
-def _retype_bits(header: dict) -> None:
-    header["conv1.bits"]["dtype"] = "F32"
-    header["conv1.bits"]["shape"] = [16, 4]
+def _set_pad_bit(model: Model) -> None:
+    words = numpy_helper.to_array(_tensor(model, "conv1.W")).copy()
+    words[0, 1] |= np.uint64(1 << 40)  # row 0, word 1 holds bits 64..71: bit 40 is padding
+    _replace_tensor("conv1.W", words)(model)
 
 
-def _reshape_bits(header: dict) -> None:
-    header["conv1.bits"]["shape"] = [2, 16]
+def _huge_declared_shape(model: Model) -> None:
+    _tensor(model, "conv1.W").dims[:] = [1 << 40, 2]
 
 
-def _remove_tensor(data: bytes) -> bytes:
-    """Drops conv1.alpha and its bytes consistently: only the graph notices."""
-    header, body = split(data)
-    begin, end = header.pop("conv1.alpha")["data_offsets"]
-    for name, entry in header.items():
-        if name != "__metadata__" and entry["data_offsets"][0] >= end:
-            entry["data_offsets"] = [o - (end - begin) for o in entry["data_offsets"]]
-    return join(header, body[:begin] + body[end:])
+def _external_data(model: Model) -> None:
+    tensor = _tensor(model, "conv1.scale")
+    tensor.data_location = onnx.TensorProto.EXTERNAL
+    tensor.external_data.add(key="location", value="/etc/passwd")
 
 
-def _set_pad_bit(data: bytes) -> bytes:
-    header, body = split(data)
-    begin, end = header["conv1.bits"]["data_offsets"]
-    words = np.frombuffer(body[begin:end], dtype="<u8").copy()
-    words[1] |= np.uint64(1 << 40)  # row 0, word 1 holds bits 64..71: bit 40 is padding
-    return join(header, body[:begin] + words.tobytes() + body[end:])
+def _unknown_domain(model: Model) -> None:
+    model.opset_import.add(domain="com.evil", version=1)
+    model.graph.node[0].domain = "com.evil"
 
 
-def _unknown_op(graph: dict) -> None:
-    graph["nodes"][3]["op"] = "function.os.system"
+def _unknown_binarize_op(model: Model) -> None:
+    _node(model, "conv1").op_type = "BinarySystem"
+
+
+def _subgraph(model: Model) -> None:
+    branch = helper.make_graph([], "branch", [], [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1])])
+    model.graph.node.append(helper.make_node("If", ["cond"], ["unused"], then_branch=branch, else_branch=branch))
+
+
+def _deeply_nested() -> bytes:
+    graph = b""
+    for _ in range(700):  # a GraphProto in an AttributeProto in a NodeProto in a GraphProto …
+        attribute = b"\x32" + _varint(len(graph)) + graph  # AttributeProto.g
+        node = b"\x2a" + _varint(len(attribute)) + attribute  # NodeProto.attribute
+        graph = b"\x0a" + _varint(len(node)) + node  # GraphProto.node
+    return b"\x3a" + _varint(len(graph)) + graph  # ModelProto.graph
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, value = value & 0x7F, value >> 7
+        out.append(byte | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
+def _sequence_output(model: Model) -> None:
+    model.graph.output[0].type.CopyFrom(helper.make_sequence_type_proto(
+        helper.make_tensor_type_proto(onnx.TensorProto.FLOAT, None)))
+
+
+def _constant_of_huge_shape(model: Model) -> None:
+    model.graph.initializer.append(numpy_helper.from_array(np.array([1 << 20, 1 << 20], np.int64), "huge.shape"))
+    model.graph.node.append(helper.make_node("ConstantOfShape", ["huge.shape"], ["huge"]))
+    model.graph.output.append(helper.make_tensor_value_info("huge", onnx.TensorProto.FLOAT, None))
+
+
+def _flip_data_byte(data: bytes) -> bytes:
+    """One bit flipped inside the packed weights' raw bytes: only the checksum notices."""
+    position = data.index(_tensor(_model(data), "conv2.W").raw_data) + 5
+    return data[:position] + bytes([data[position] ^ 0x10]) + data[position + 1:]
 
 
 HOSTILE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
-    "empty": (lambda d: b"", "truncated"),
-    "truncated-length": (lambda d: d[:5], "truncated"),
-    "truncated-data": (lambda d: d[:-7], "truncated"),
-    "truncated-header": (lambda d: d[:40], "past the end"),
-    "header-length-past-file": (lambda d: struct.pack("<Q", len(d)) + d[8:], "past the end"),
-    "header-length-huge": (lambda d: struct.pack("<Q", 2**63) + d[8:], "past the end"),
-    "header-not-json": (lambda d: d[:8] + b"{not json" + d[17:], "not valid JSON"),
-    "header-not-utf8": (lambda d: d[:8] + b"\xff\xfe" + d[10:], "UTF-8"),
-    "header-array": (lambda d: join([], b""), "not a JSON object"),  # type: ignore[arg-type]
-    "duplicate-keys": (lambda d: d[:8] + b'{"a":1,"a":2}' + b" " * (struct.unpack("<Q", d[:8])[0] - 13)
-                       + d[8 + struct.unpack("<Q", d[:8])[0]:], "not valid JSON"),
-    "hole": (_edit_header(_drop_entry), "hole"),
-    "overlap": (_edit_header(_same_offsets), "overlaps"),
-    "trailing-bytes": (lambda d: d + b"\0" * 8, "cover"),
-    "unsupported-dtype": (_edit_header(lambda h: h["conv1.alpha"].__setitem__("dtype", "F16")), "dtype"),
-    "wrong-dtype": (_edit_header(_retype_bits), "expected U64"),
-    "wrong-shape": (_edit_header(_reshape_bits), "expected U64[16, 2]"),
-    "offsets-mismatch-shape": (_edit_header(lambda h: h["conv1.alpha"].__setitem__("shape", [15])), "need"),
-    "missing-tensor": (_remove_tensor, "missing tensor"),
-    "nonzero-pad-bits": (_set_pad_bit, "pad bits"),
-    "unknown-op": (_edit_graph(_unknown_op), "unknown op"),
-    "dangling-reference": (_edit_graph(lambda g: g["nodes"][0]["args"].__setitem__(0, {"ref": "nowhere"})),
-                           "before it is defined"),
-    "graph-not-json": (_set_meta("graph", "[1, 2"), "not valid JSON"),
-    "future-version": (_set_meta("version", "2"), "newer"),
-    "unknown-version": (_set_meta("version", "one"), "unknown format version"),
-    "not-bnz": (_set_meta("format", "safetensors"), "not a .bnz"),
-    "bit-order": (_set_meta("bit_order", "msb-first"), "bit order"),
-    "no-metadata": (_edit_header(lambda h: h.pop("__metadata__")), "__metadata__"),
-    "bad-padding": (_edit_graph(lambda g: next(n for n in g["nodes"] if n["op"] == "binary.conv")["params"]
-                                .__setitem__("padding", [9, 9])), "padding"),
+    "empty": (lambda d: b"", "not a binarize packed file"),
+    "garbage": (lambda d: b"\xff" * 64, "not an ONNX model"),
+    "truncated": (lambda d: d[: len(d) // 2], "not an ONNX model"),
+    "truncated-end": (lambda d: d[:-3], "not an ONNX model"),
+    "data-bit-flip": (_flip_data_byte, "checksum mismatch"),
+    "checksum-edited": (_edit(lambda m: helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props},
+                                                                   CHECKSUM_KEY: "0" * 64}), rehash=False),
+                        "checksum mismatch"),
+    "plain-onnx": (_edit(lambda m: m.metadata_props.pop(0) if m.metadata_props[0].key == "binarize.format"
+                         else [p for p in m.metadata_props if p.key == "binarize.format"][0].__setattr__("value", "x")),
+                   "not a binarize packed file"),
+    "future-version": (_edit(lambda m: next(p for p in m.metadata_props if p.key == "binarize.format_version")
+                             .__setattr__("value", "2")), "newer than this reader"),
+    "future-domain-version": (_edit(lambda m: next(o for o in m.opset_import if o.domain == ops.DOMAIN)
+                                    .__setattr__("version", 2)), "upgrade binarize"),
+    "unknown-domain": (_edit(_unknown_domain), "not allowed"),
+    "unknown-binarize-op": (_edit(_unknown_binarize_op), "unknown binarize op"),
+    "control-flow": (_edit(_subgraph), "subgraph"),
+    "deep-nesting": (lambda d: _deeply_nested(), "not an ONNX model"),
+    "sequence-output": (_edit(_sequence_output), "not a tensor"),
+    "huge-declared-shape": (_edit(_huge_declared_shape), "declares"),
+    "huge-created-tensor": (_edit(_constant_of_huge_shape), "would create"),
+    "external-data": (_edit(_external_data), "external data"),
+    "wrong-weight-dtype": (_edit(_replace_tensor("conv1.W", np.zeros((16, 2), np.int64))), "unsupported type"),
+    "wrong-word-count": (_edit(_replace_tensor("conv1.W", np.zeros((16, 3), np.uint64))), "W must be uint64 [O, 2]"),
+    "wrong-scale-shape": (_edit(_replace_tensor("conv1.scale", np.ones(15, np.float32))), "float32 [16]"),
+    "float64-scale": (_edit(_replace_tensor("conv1.scale", np.ones(16, np.float64))), "data type 11"),
+    "nonzero-pad-bits": (_edit(_set_pad_bit), "pad bits"),
+    "bad-activation": (_edit(_set_attribute("conv1", "activation", "gelu")), "activation"),
+    "pads-too-large": (_edit(_set_attribute("conv1", "pads", [9, 9, 9, 9])), "pads"),
+    "zero-stride": (_edit(_set_attribute("conv1", "strides", [0, 1])), "out of range"),
+    "rank-mismatch": (_edit(_set_attribute("conv1", "strides", [1, 1, 1])), "spatial rank"),
+    "bad-group": (_edit(_set_attribute("conv1", "group", 3)), "group"),
+    "in-channels-mismatch": (_edit(_set_attribute("conv1", "in_channels", 16)), "W must be uint64 [O, 3]"),
 }
 
 
@@ -169,13 +221,7 @@ def test_hostile_input_is_one_format_error(case: str, small_bnz: Path, tmp_path:
     assert "\n" not in str(info.value)
 
 
-def test_reader_never_unpickles(small_bnz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import pickle
-
-    def refuse(*args: object, **kwargs: object) -> None:
-        raise AssertionError("the reader unpickled something")
-
-    monkeypatch.setattr(pickle, "loads", refuse)
-    monkeypatch.setattr(pickle, "load", refuse)
-    monkeypatch.setattr(torch, "load", refuse)
-    load_packed(small_bnz)(torch.randn(1, 3, 8, 8))
+def test_wrong_input_shape_is_one_format_error(small_bnz: Path) -> None:
+    model = load_packed(small_bnz)
+    with pytest.raises(FormatError, match="failed"):
+        model(np.zeros((1, 4, 8, 8), np.float32))
