@@ -132,3 +132,91 @@ def test_weight_bits_are_lsb_first_unlike_a_u1_constant_made_from_a_list() -> No
     assert list(ov_weight_bits(pack_signs(signs), 10)) == [0b0000_0001, 0b0000_0010]
     from_list = ov.op.Constant(ov.Type.u1, ov.Shape([1, 10]), values)
     assert list(np.asarray(from_list.get_data()).view(np.uint8)) == [0b1000_0000, 0b0100_0000]
+
+
+def assert_engines_agree(model: "torch.nn.Module", x: "torch.Tensor", path: Path) -> None:
+    """Exports ``model`` (torch), then OpenVINO's logits against the packed runtime's: float
+    tolerance, top-1 equal."""
+    from binarize.packed import save_packed
+
+    save_packed(model, path, (x,))
+    expected = load_packed(path, threads=1)(x.numpy())
+    engine = load_openvino(path, threads=1)
+    actual = engine(x.numpy())
+    np.testing.assert_allclose(actual, expected, rtol=1e-4, atol=1e-4 * float(np.abs(expected).max()))
+    assert np.array_equal(actual.argmax(-1), expected.argmax(-1))
+    assert engine.binary_layer_count() > 0
+
+
+def _converted(model: "torch.nn.Module", x: "torch.Tensor") -> "torch.nn.Module":
+    from binarize import BinarizeConfig, convert
+
+    return convert(model.eval(), BinarizeConfig(), example_inputs=(x,)).eval()
+
+
+def test_small_net_file(small_bnz: Path) -> None:
+    """Relu before a binary conv (exact zeros), hardtanh, a residual, W1A32 linear, float head."""
+    x = np.random.default_rng(3).standard_normal((3, 3, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(load_openvino(small_bnz)(x), load_packed(small_bnz)(x), rtol=1e-5, atol=1e-5)
+
+
+def test_demo_model(tmp_path: Path) -> None:
+    import torch
+
+    from binarize.models import create
+
+    x = torch.randn(16, 1, 8, 8)
+    assert_engines_agree(_converted(create("digits_cnn"), x), x, tmp_path / "digits.bnz")
+
+
+@pytest.mark.parametrize("name", [
+    "resnet18",
+    *(pytest.param(name, marks=pytest.mark.slow) for name in (
+        "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "shufflenet_v2_x0_5", "densenet121", "regnet_x_400mf",
+        "convnext_tiny", "mobilenet_v3_small")),
+])
+def test_torchvision_models(name: str, tmp_path: Path) -> None:
+    import torch
+    import torchvision
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48 if name == "resnet18" else 64, 48 if name == "resnet18" else 64)
+    model = getattr(torchvision.models, name)(num_classes=10)
+    assert_engines_agree(_converted(model, x), x, tmp_path / f"{name}.bnz")
+
+
+def test_float_parts_run_in_f32_unless_asked(small_bnz: Path) -> None:
+    """OpenVINO's CPU default on bf16-capable machines is bf16 (it changed top-1 classes)."""
+    import openvino as ov
+
+    shape = [(1, 3, 8, 8)]
+    assert load_openvino(small_bnz).compiled(shape).get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
+    bf16 = load_openvino(small_bnz, precision="bf16").compiled(shape).get_property("INFERENCE_PRECISION_HINT")
+    assert bf16 in (ov.Type.bf16, ov.Type.f32)  # f32 where the CPU has no bf16
+
+
+def test_file_is_validated_by_binarize_before_openvino_sees_it(small_bnz: Path, tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnx
+    import openvino as ov
+
+    from binarize.errors import FormatError
+
+    model = onnx.load(str(small_bnz))
+    weights = model.graph.initializer[0]
+    weights.raw_data = bytes([weights.raw_data[0] ^ 0xFF]) + weights.raw_data[1:]  # only the checksum notices
+    broken = tmp_path / "broken.bnz"
+    onnx.save(model, str(broken))
+    monkeypatch.setattr(ov.Core, "read_model", lambda *a, **k: pytest.fail("OpenVINO saw an unvalidated file"))
+    with pytest.raises(FormatError, match="checksum"):
+        load_openvino(broken)
+
+
+def test_without_openvino_one_error_names_the_extra(small_bnz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from binarize.errors import ConfigError
+
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    with pytest.raises(ConfigError, match=r"pip install 'binarize\[openvino\]'"):
+        load_openvino(small_bnz)
