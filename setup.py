@@ -14,7 +14,7 @@ setup(
         Extension(
             "binarize.packed._kernels",
             ["binarize/packed/_kernels.c"],
-            extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra"] if unix else [],
+            extra_compile_args=["-O3", "-std=gnu11", "-Wall", "-Wextra", "-Wno-psabi"] if unix else [],
             libraries=["pthread"] if unix else [],
         )
     ]

@@ -35,7 +35,7 @@
 
 enum { PATH_AVX512, PATH_AVX2, PATH_PORTABLE, PATH_COUNT };
 static const char *const PATH_NAMES[PATH_COUNT] = {"avx512", "avx2", "portable"};
-static const int PATH_PIXELS[PATH_COUNT] = {8, 2, 4};
+static const int PATH_PIXELS[PATH_COUNT] = {8, 2, 8};
 
 /* ------------------------------------------------------------------------------------------ */
 /* thread pool                                                                                */
@@ -244,47 +244,49 @@ static void pack_task(void *ctx, int worker, int workers) {
 /* micro-kernels: popcount(a xor w) summed over T tap-words, for PT pixels x 16 channels        */
 /* a[p] points at pixel p's first word (group included); w at the block's [T][16] weights.      */
 
-static void tile_portable(const uint64_t *const *a, const int64_t *off, int taps, const uint64_t *w,
-                          int32_t acc[PT_MAX][OT]) {
-    uint32_t sum[4][OT] = {{0}};
-    for (int t = 0; t < taps; t++) {
-        const uint64_t *wt = w + (long)t * OT;
-        for (int p = 0; p < 4; p++) {
-            uint64_t v = a[p][off[t]];
-            for (int j = 0; j < OT; j++) sum[p][j] += (uint32_t)__builtin_popcountll(v ^ wt[j]);
-        }
+/* 8 pixels x 16 channels in generic vectors (8 x 64-bit lanes, GCC/Clang vector extensions).
+ * One source for two paths, differing only in the lane popcount: compiled for AVX-512 VPOPCNTDQ
+ * the 16 accumulators are zmm registers and each step is vpxorq/vpopcntq/vpaddq against a
+ * broadcast activation word; compiled for the default target it is the portable path. So the
+ * tests that run the portable path on any machine check the code the AVX-512 path runs. */
+typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
+
+#define DEFINE_TILE(NAME, ATTRIBUTES, POPCOUNT)                                                \
+    ATTRIBUTES static void NAME(const uint64_t *const *a, const int64_t *off, int taps, const uint64_t *w, \
+                                int32_t acc[PT_MAX][OT]) {                                     \
+        u64x8 s[8][2];                                                                         \
+        for (int p = 0; p < 8; p++) s[p][0] = s[p][1] = (u64x8){0};                            \
+        for (int t = 0; t < taps; t++) {                                                       \
+            const int64_t o = off[t];                                                          \
+            u64x8 w0, w1;                                                                      \
+            memcpy(&w0, w + (long)t * OT, sizeof w0);                                          \
+            memcpy(&w1, w + (long)t * OT + 8, sizeof w1);                                      \
+            for (int p = 0; p < 8; p++) {                                                      \
+                const uint64_t v = a[p][o];                                                    \
+                s[p][0] += POPCOUNT(w0 ^ v);                                                   \
+                s[p][1] += POPCOUNT(w1 ^ v);                                                   \
+            }                                                                                  \
+        }                                                                                      \
+        for (int p = 0; p < 8; p++)                                                            \
+            for (int lane = 0; lane < 8; lane++) {                                             \
+                acc[p][lane] = (int32_t)s[p][0][lane];                                         \
+                acc[p][8 + lane] = (int32_t)s[p][1][lane];                                     \
+            }                                                                                  \
     }
-    for (int p = 0; p < 4; p++)
-        for (int j = 0; j < OT; j++) acc[p][j] = (int32_t)sum[p][j];
+
+static inline __attribute__((always_inline)) u64x8 popcount_portable(u64x8 v) {
+    u64x8 r;
+    for (int lane = 0; lane < 8; lane++) r[lane] = (uint64_t)__builtin_popcountll(v[lane]);
+    return r;
 }
+DEFINE_TILE(tile_portable, , popcount_portable)
 
 #if defined(BNZ_X86)
-/* 8 pixels x 2 zmm (16 channels): 16 accumulators stay in registers; the activation word is
- * broadcast from memory, so each step is 2 loads + 8 broadcasts for 16 xor/vpopcntq/add. */
-__attribute__((target("avx512f,avx512vpopcntdq"))) static void tile_avx512(
-    const uint64_t *const *a, const int64_t *off, int taps, const uint64_t *w, int32_t acc[PT_MAX][OT]) {
-    const uint64_t *a0 = a[0], *a1 = a[1], *a2 = a[2], *a3 = a[3], *a4 = a[4], *a5 = a[5], *a6 = a[6], *a7 = a[7];
-    __m512i s00 = _mm512_setzero_si512(), s01 = s00, s10 = s00, s11 = s00, s20 = s00, s21 = s00, s30 = s00,
-            s31 = s00, s40 = s00, s41 = s00, s50 = s00, s51 = s00, s60 = s00, s61 = s00, s70 = s00, s71 = s00;
-    for (int t = 0; t < taps; t++) {
-        const int64_t o = off[t];
-        const __m512i w0 = _mm512_loadu_si512((const void *)(w + (long)t * OT));
-        const __m512i w1 = _mm512_loadu_si512((const void *)(w + (long)t * OT + 8));
-#define STEP(P)                                                                                \
-    {                                                                                          \
-        const __m512i v = _mm512_set1_epi64((long long)a##P[o]);                               \
-        s##P##0 = _mm512_add_epi64(s##P##0, _mm512_popcnt_epi64(_mm512_xor_si512(v, w0)));     \
-        s##P##1 = _mm512_add_epi64(s##P##1, _mm512_popcnt_epi64(_mm512_xor_si512(v, w1)));     \
-    }
-        STEP(0) STEP(1) STEP(2) STEP(3) STEP(4) STEP(5) STEP(6) STEP(7)
-#undef STEP
-    }
-#define STORE(P)                                                                               \
-    _mm256_storeu_si256((__m256i *)acc[P], _mm512_cvtepi64_epi32(s##P##0));                    \
-    _mm256_storeu_si256((__m256i *)(acc[P] + 8), _mm512_cvtepi64_epi32(s##P##1));
-    STORE(0) STORE(1) STORE(2) STORE(3) STORE(4) STORE(5) STORE(6) STORE(7)
-#undef STORE
+#define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+AVX512 static inline __attribute__((always_inline)) u64x8 popcount_avx512(u64x8 v) {
+    return (u64x8)_mm512_popcnt_epi64((__m512i)v);
 }
+DEFINE_TILE(tile_avx512, AVX512, popcount_avx512)
 
 /* 2 pixels x 4 ymm (16 channels). Popcount by nibble table (vpshufb): byte counts add up in
  * 8-bit lanes for at most 31 steps (8 per step), then vpsadbw folds them into 64-bit sums. */
