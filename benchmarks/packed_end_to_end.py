@@ -1,19 +1,25 @@
-"""End-to-end benchmark: packed runtime vs onnxruntime fp32 vs onnxruntime int8 (U8S8).
+"""End-to-end benchmark: the packed runtime vs onnxruntime fp32 vs onnxruntime int8 (U8S8).
 
 Models (random weights, batch 1): the Bi-Real-policy ResNet-18 (binary 3x3 convs; first conv,
 last linear and 1x1 shortcuts float) at 224x224, and the CIFAR ResNet-20 (`binarize:resnet20`)
-at 32x32. onnxruntime runs the *float* network (fp32) and its static QOperator quantization
-(QLinearConv, U8 activations, S8 weights): the deployments a `.bnz` file competes with. Threads
-1 and 2. Prints a table and writes JSON. Timings are best-of-N on a possibly shared machine:
-read them, never assert them.
+at 32x32. onnxruntime runs the *float* network in fp32 and as static int8 U8S8 (QDQ and
+QOperator; the faster is reported): the deployments a packed file competes with. The packed
+file runs with f32 float parts and with ``int8_float_layers``. Threads 1 and 2; each runtime
+is timed in the same process, median and minimum of many calls, with a pause between
+runtimes (idle worker threads of one runtime must not steal the core of the next). Resident
+memory after loading each packed file is measured in a fresh process that cannot import torch.
+Prints a table and writes JSON. Timings on a shared machine are noisy: read the ratios.
 
-    python benchmarks/packed_end_to_end.py [--repeats 30] [--json packed_end_to_end.json]
+    python benchmarks/packed_end_to_end.py [--repeats 50] [--json packed_end_to_end.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -29,19 +35,23 @@ from torch import nn
 
 from binarize import BinarizeConfig, convert
 from binarize.models import create
-from binarize.packed import PackedModel, load_packed, save_packed
+from binarize.packed import load_packed, save_packed
+
+PAUSE_S = 0.5
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` calls after warm-up (seconds): least disturbed by other processes."""
-    for _ in range(3):
+def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median and minimum milliseconds of ``repeats`` calls after warm-up, then a pause."""
+    for _ in range(5):
         fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return min(samples)
+    time.sleep(PAUSE_S)
+    return {"median_ms": 1e3 * statistics.median(samples), "min_ms": 1e3 * min(samples)}
 
 
 class _Calibration(CalibrationDataReader):
@@ -53,14 +63,18 @@ class _Calibration(CalibrationDataReader):
         return next(self._batches, None)
 
 
-def onnx_files(model: nn.Module, shape: tuple[int, ...], folder: Path) -> tuple[Path, Path]:
-    """The float model as fp32 ONNX and its static int8 (QLinearConv, U8S8) quantization."""
-    fp32, prepared, int8 = folder / "fp32.onnx", folder / "prepared.onnx", folder / "int8.onnx"
-    torch.onnx.export(model, (torch.randn(shape),), str(fp32), dynamo=False, input_names=["x"], opset_version=17)
-    quant_pre_process(str(fp32), str(prepared))  # folds constants into initializers, infers shapes
-    quantize_static(str(prepared), str(int8), _Calibration("x", shape), quant_format=QuantFormat.QOperator,
-                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
-    return fp32, int8
+def onnx_files(model: nn.Module, shape: tuple[int, ...], folder: Path) -> dict[str, Path]:
+    """The float model as fp32 ONNX and its static int8 U8S8 quantizations (QDQ, QOperator)."""
+    files = {"fp32": folder / "fp32.onnx"}
+    prepared = folder / "prepared.onnx"
+    torch.onnx.export(model, (torch.randn(shape),), str(files["fp32"]), dynamo=False, input_names=["x"],
+                      opset_version=17)
+    quant_pre_process(str(files["fp32"]), str(prepared))  # folds constants into initializers, infers shapes
+    for form in (QuantFormat.QDQ, QuantFormat.QOperator):
+        files[f"int8_{form.name}"] = folder / f"int8_{form.name}.onnx"
+        quantize_static(str(prepared), str(files[f"int8_{form.name}"]), _Calibration("x", shape), quant_format=form,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, per_channel=True)
+    return files
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -70,22 +84,30 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _time_session(path: Path, threads: int, feed: dict[str, np.ndarray], repeats: int) -> float:
-    runner = session(path, threads)
-    elapsed = best_time(lambda: runner.run(None, feed), repeats)
-    del runner
-    return elapsed
-
-
-def best_binary_time(packed: PackedModel, x: torch.Tensor, repeats: int) -> float:
-    """Seconds in the binary layers (per layer, best of the profiled runs, summed)."""
-    best: dict[str, float] = {}
-    for _ in range(repeats):
-        packed(x, profile=True)
-        for name, seconds in packed.per_layer_times().items():
-            best[name] = min(best.get(name, seconds), seconds)
-    ops = packed.node_ops()
-    return sum(t for name, t in best.items() if ops[name].startswith("binary."))
+def resident_memory(path: Path) -> dict[str, float]:
+    """RSS (MB) of a fresh torch-free process before and after loading ``path``, and the file size."""
+    script = (
+        "import importlib.abc, sys\n"
+        "class Refuse(importlib.abc.MetaPathFinder):\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name.split('.')[0] in ('torch', 'numba'): raise ImportError(name)\n"
+        "sys.meta_path.insert(0, Refuse())\n"
+        "import gc, json, numpy as np\n"
+        "from binarize.packed import load_packed\n"
+        "def rss(): return int(next(l for l in open('/proc/self/status') if l.startswith('VmRSS')).split()[1]) / 1024\n"
+        "import onnxruntime, onnx\n"
+        "before = rss()\n"
+        f"model = load_packed({str(path)!r}, threads=1)\n"
+        "gc.collect()\n"
+        "after = rss()\n"
+        "print(json.dumps({'rss_before_load_mb': before, 'rss_after_load_mb': after,"
+        " 'kernel_weight_mb': model.weight_bytes / 2**20}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    numbers = json.loads(result.stdout)
+    numbers["file_mb"] = path.stat().st_size / 2**20
+    numbers["load_delta_over_file"] = (numbers["rss_after_load_mb"] - numbers["rss_before_load_mb"]) / numbers["file_mb"]
+    return numbers
 
 
 def models() -> dict[str, tuple[nn.Module, nn.Module, tuple[int, ...]]]:
@@ -104,44 +126,68 @@ def run(repeats: int) -> list[dict[str, object]]:
         folder = Path(tmp)
         for name, (float_model, binary_model, shape) in models().items():
             x = torch.randn(shape)
+            feed = x.numpy()
             packed_path = save_packed(binary_model, folder / f"{name}.bnz", (x,))
-            packed = load_packed(packed_path)
             (folder / name).mkdir()
-            fp32_path, int8_path = onnx_files(float_model, shape, folder / name)
+            files = onnx_files(float_model, shape, folder / name)
+            memory = resident_memory(packed_path)
             for threads in (1, 2):
-                PackedModel.set_num_threads(threads)
-                t_packed = best_time(lambda: packed(x), repeats)
-                binary_s = best_binary_time(packed, x, repeats)
-                # sessions live only while timed: idle onnxruntime pools spin and would slow the rest
-                feed = {"x": x.numpy()}
-                t_fp32 = _time_session(fp32_path, threads, feed, repeats)
-                t_int8 = _time_session(int8_path, threads, feed, repeats)
-                rows.append({
-                    "model": name, "threads": threads, "packed_ms": t_packed * 1e3,
-                    "packed_binary_layers_ms": binary_s * 1e3, "ort_fp32_ms": t_fp32 * 1e3,
-                    "ort_int8_ms": t_int8 * 1e3, "speedup_vs_fp32": t_fp32 / t_packed,
-                    "speedup_vs_int8": t_int8 / t_packed,
-                    "bnz_bytes": packed_path.stat().st_size, "onnx_fp32_bytes": fp32_path.stat().st_size,
-                    "onnx_int8_bytes": int8_path.stat().st_size,
-                })
+                row: dict[str, object] = {"model": name, "threads": threads, **memory}
+                packed = load_packed(packed_path, threads=threads)
+                row["packed"] = timed(lambda: packed(feed), repeats)
+                packed(feed, profile=True)
+                kinds = packed.step_kinds()
+                steps = packed.per_layer_times()
+                row["packed_binary_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] != "float")
+                row["packed_float_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] == "float")
+                del packed
+                quantized = load_packed(packed_path, threads=threads, int8_float_layers=True)
+                row["packed_int8_float_layers"] = timed(lambda: quantized(feed), repeats)
+                del quantized
+                for key, path in files.items():
+                    # sessions live only while timed: idle onnxruntime pools spin and would slow the rest
+                    runner = session(path, threads)
+                    row[f"ort_{key}"] = timed(lambda: runner.run(None, {"x": feed}), repeats)
+                    del runner
+                int8 = min(("ort_int8_QDQ", "ort_int8_QOperator"), key=lambda k: row[k]["median_ms"])
+                row["ort_int8_best"] = int8
+                packed_ms = row["packed"]["median_ms"]
+                row["speedup_vs_fp32"] = row["ort_fp32"]["median_ms"] / packed_ms
+                row["speedup_vs_int8"] = row[int8]["median_ms"] / packed_ms
+                row["int8_float_layers_speedup_vs_int8"] = row[int8]["median_ms"] / row["packed_int8_float_layers"]["median_ms"]
+                row["onnx_fp32_mb"] = files["fp32"].stat().st_size / 2**20
+                rows.append(row)
     return rows
+
+
+def print_table(rows: list[dict[str, object]]) -> None:
+    header = (f"{'model':>20} {'thr':>3} {'packed ms':>15} {'(bin/float)':>12} {'packed+i8fl':>15} {'ort fp32':>15} "
+              f"{'ort int8':>15} {'x fp32':>7} {'x int8':>7} {'i8fl x int8':>11} {'file MB':>8} {'RSS+ MB':>8} {'fixed MB':>8}")
+    print(header)
+    fmt = lambda cell: f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"  # noqa: E731
+    for r in rows:
+        int8 = r[r["ort_int8_best"]]
+        print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed']):>15} "
+              f"{r['packed_binary_ms']:>5.2f}/{r['packed_float_ms']:<6.2f} {fmt(r['packed_int8_float_layers']):>15} "
+              f"{fmt(r['ort_fp32']):>15} {fmt(int8):>15} {r['speedup_vs_fp32']:>7.2f} {r['speedup_vs_int8']:>7.2f} "
+              f"{r['int8_float_layers_speedup_vs_int8']:>11.2f} {r['file_mb']:>8.2f} "
+              f"{r['rss_after_load_mb'] - r['rss_before_load_mb']:>8.2f} {r['rss_before_load_mb']:>8.1f}")
+    print("ms: median (min); int8 = the faster of QDQ and QOperator; RSS+ = resident memory added by loading the "
+          "packed file; fixed = RSS of the runtime process before loading (python, numpy, onnx, onnxruntime)")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=30, help="timed calls per measurement (best of)")
+    parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement")
     parser.add_argument("--json", default="packed_end_to_end.json", help="where to write the results")
     args = parser.parse_args()
+    from binarize.packed import kernels
+
     rows = run(args.repeats)
-    print(f"{'model':>20} {'thr':>3} {'packed ms':>10} {'(binary)':>9} {'ort fp32':>9} {'ort int8':>9} "
-          f"{'x fp32':>7} {'x int8':>7} {'.bnz MB':>8} {'fp32 MB':>8} {'int8 MB':>8}")
-    for r in rows:
-        print(f"{r['model']:>20} {r['threads']:>3} {r['packed_ms']:>10.2f} {r['packed_binary_layers_ms']:>9.2f} "
-              f"{r['ort_fp32_ms']:>9.2f} {r['ort_int8_ms']:>9.2f} {r['speedup_vs_fp32']:>7.2f} "
-              f"{r['speedup_vs_int8']:>7.2f} {r['bnz_bytes'] / 1e6:>8.2f} {r['onnx_fp32_bytes'] / 1e6:>8.2f} "
-              f"{r['onnx_int8_bytes'] / 1e6:>8.2f}")
+    print_table(rows)
     with open(args.json, "w") as handle:
-        json.dump({"onnxruntime": ort.__version__, "torch": torch.__version__, "rows": rows}, handle, indent=2)
+        json.dump({"onnxruntime": ort.__version__, "torch": torch.__version__, "kernel_path": kernels.active_path(),
+                   "rows": rows}, handle, indent=2)
 
 
 if __name__ == "__main__":

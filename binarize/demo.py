@@ -153,7 +153,7 @@ def deploy(binary: torch.nn.Module, data: Any, example: tuple[torch.Tensor, ...]
     forms = (
         ("PyTorch checkpoint", save_checkpoint(binary, folder / "digits.binarized.pt")),
         ("ONNX (onnxruntime)", export_onnx(binary, folder / "digits.onnx", example).path),
-        ("packed .bnz (xnor/popcount)", save_packed(binary, folder / "digits.bnz", example)),
+        ("packed .bnz (ONNX + 1-bit kernels)", save_packed(binary, folder / "digits.bnz", example)),
     )
 
     def reference(x: torch.Tensor) -> torch.Tensor:

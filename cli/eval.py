@@ -31,6 +31,7 @@ def eval_file(
     shape: str | None = typer.Option(None, "--input-shape", help="One batch's shape, e.g. 1,3,32,32. Default: from the data or the file."),
     batch_size: int = typer.Option(32, "--batch-size", help="Batch N for evaluation and for the batch-N latency."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per latency (the median is reported)."),
+    int8_float_layers: bool = typer.Option(False, "--int8-float-layers", help="For a .bnz file: run its float layers in int8 (onnxruntime U8S8, calibrated on random inputs)."),
     trust: bool = TRUST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -39,7 +40,7 @@ def eval_file(
         raise ConfigError("give exactly one of --data and --random", "e.g. --data digits or --random 64")
     if batch_size < 1 or repeats < 1 or (random is not None and random < 1):
         raise ConfigError("--batch-size, --repeats and --random must be positive", "e.g. --batch-size 32 --repeats 10")
-    deployed = load_deployed(file, trust=trust)
+    deployed = load_deployed(file, trust=trust, int8_float_layers=int8_float_layers)
     recorded = deployed.recorded_source()
     if reference is None and recorded is not None and Path(recorded).exists():
         reference = recorded

@@ -1,4 +1,5 @@
-"""``binarize export``: a binary model to ONNX (checked with onnxruntime) and/or packed ``.bnz``."""
+"""``binarize export``: a binary model to ONNX (checked with onnxruntime) and/or packed ``.bnz``
+(ONNX whose binary layers are 1-bit ``binarize`` ops, checked with the packed runtime)."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ from binarize.export.quantize import QuantizeResult, quantize_float_layers
 def export(
     model: str = typer.Argument(..., help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
     onnx_path: Path | None = typer.Option(None, "--onnx", help="Write ONNX here (standard ops, dynamic batch; checked with onnxruntime)."),
-    packed_path: Path | None = typer.Option(None, "--packed", help="Write the packed-bit .bnz file here."),
+    packed_path: Path | None = typer.Option(None, "--packed", help="Write the packed file here: ONNX with 1-bit binarize ops (.bnz; run by binarize.load_packed)."),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224. Default: the one recorded with the model."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (17 or newer)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare the written files with PyTorch on example inputs."),
@@ -56,8 +57,8 @@ def export(
     # A batch of two at least, so that the check compares more than one prediction.
     example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
     payload: dict[str, object] = {"model": model, "input_shape": list(dims)}
+    recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
     if onnx_path is not None:
-        recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
         result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force, metadata=recorded)
         payload["onnx"] = result.to_dict()
         if not as_json:
@@ -73,7 +74,7 @@ def export(
     if packed_path is not None:
         from binarize.packed import save_packed
 
-        written = save_packed(loaded, packed_path, example, force=force, check=check)
+        written = save_packed(loaded, packed_path, example, force=force, check=check, metadata=recorded)
         payload["packed"] = {"path": str(written), "size_bytes": written.stat().st_size, "checked": check}
         if not as_json:
             console.print(f"saved [bold]{written}[/bold] ({written.stat().st_size / 1e6:.2f} MB"

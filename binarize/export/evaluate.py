@@ -113,36 +113,45 @@ class OnnxFile(DeployedModel):
 
 
 class PackedFile(DeployedModel):
-    """A packed ``.bnz`` file run by the bitwise runtime."""
+    """A packed ``.bnz`` file: binary layers in the native kernels, float parts in onnxruntime."""
 
     kind = "packed"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, int8_float_layers: bool = False) -> None:
         super().__init__(path)
         from binarize.packed import load_packed
 
-        self.model = load_packed(path)
+        self.model = load_packed(path, int8_float_layers=int8_float_layers)
 
     def set_threads(self, threads: int) -> None:
         self.model.set_num_threads(threads)
 
     def __call__(self, x: Tensor) -> Tensor:
-        return _logits(self.model(x))
+        return _logits(self.model(x.detach().cpu().numpy()))
+
+    def example_shape(self) -> tuple[int, ...] | None:
+        return self.model.input_shape()
+
+    def recorded_source(self) -> str | None:
+        from binarize.export.onnx import SOURCE_KEY
+
+        return self.model.metadata.get(SOURCE_KEY)
 
     def per_layer_times(self, x: Tensor) -> dict[str, float]:
-        self.model(x, profile=True)
+        self.model(x.detach().cpu().numpy(), profile=True)
         return self.model.per_layer_times()
 
 
-def load_deployed(path: str | Path, *, trust: bool = False) -> DeployedModel:
-    """The adapter for ``path`` by suffix: ``.onnx``, ``.bnz``, else a torch model source."""
+def load_deployed(path: str | Path, *, trust: bool = False, int8_float_layers: bool = False) -> DeployedModel:
+    """The adapter for ``path`` by suffix: ``.onnx``, ``.bnz``, else a torch model source.
+    ``int8_float_layers`` runs a ``.bnz`` file's float layers in int8 (U8S8)."""
     path = Path(path)
     if not path.exists():
         raise ModelSourceError(f"{path} not found", "give a .pt checkpoint, an .onnx or a .bnz file")
     if path.suffix == ".onnx":
         return OnnxFile(path)
     if path.suffix == ".bnz":
-        return PackedFile(path)
+        return PackedFile(path, int8_float_layers=int8_float_layers)
     from binarize.sources import load_model
 
     return TorchFile(path, load_model(path, trust=trust))

@@ -1,72 +1,93 @@
-"""Binary convolution and linear kernels on packed sign bits (xor/popcount).
+"""Binary convolution and linear layers on packed sign bits, run by the native kernels.
 
-Imports only NumPy (and, later, the compiled extension): no torch, no numba.
+Imports only NumPy and the compiled extension `binarize.packed._kernels` (no torch, no numba).
 
 Weights arrive in the file layout of SPEC §3 (``bits[O, ceil(K/64)]``, `F.unfold` order
 ``k = (c·kh + i)·kw + j``, bit ``k % 64`` of little-endian word ``k // 64``, set bit = −1, pad
-bits 0) and stay packed. The input is binarized by sign with sign(0) = +1;
-``dot = K − 2·popcount(a xor w)`` over the valid taps, zero padding corrected exactly.
+bits 0) and stay packed: construction re-lays them out once as ``[G, O/16 blocks, kh·kw·CW, 16]``
+words (16 output channels innermost, what the micro-kernels broadcast one activation word
+against) plus per-tap weight sums that remove zero-padding taps exactly. The input is
+binarized by sign with sign(0) = +1 inside the kernel call; ``dot = K − 2·popcount(a xor w)``.
 
-This first version is a NumPy reference (same API as the native kernels that replace it).
+    >>> import numpy as np
+    >>> from binarize.packed.bits import pack_signs
+    >>> conv = BinaryConv(pack_signs(-np.ones((4, 18))), in_channels=2, kernel=(3, 3),
+    ...                   padding=(1, 1, 1, 1), scale=np.full(4, 0.5, np.float32))
+    >>> conv.accumulate(np.ones((1, 2, 3, 3), np.float32))[0, 0].tolist()
+    [[-8, -12, -8], [-12, -18, -12], [-8, -12, -8]]
 """
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 
-PATHS: tuple[str, ...] = ("numpy",)
-_active = PATHS[0]
-_threads = 1
+from binarize.packed import _kernels
+
+#: dispatch paths this build and CPU can run, best first ("avx512", "avx2", "portable")
+PATHS: tuple[str, ...] = tuple(_kernels.paths())
 ACTIVATIONS = ("none", "relu", "hardtanh", "prelu")
+_BLOCK = 16  # output channels per weight block (the micro-kernels' width)
+_state = {"path": PATHS[0], "threads": 1}
 
 
 def active_path() -> str:
     """Name of the dispatch path the kernels use now."""
-    return _active
+    return _state["path"]
 
 
 def force_path(name: str | None) -> None:
-    """Use dispatch path ``name`` (one of `PATHS`); ``None`` restores the best one."""
-    global _active
-    if name is None:
-        _active = PATHS[0]
-    elif name in PATHS:
-        _active = name
-    else:
+    """Use dispatch path ``name`` (one of `PATHS`; tests force each); ``None`` restores the best."""
+    if name is not None and name not in PATHS:
         raise ValueError(f"unknown kernel path {name!r}; available: {', '.join(PATHS)}")
+    _state["path"] = PATHS[0] if name is None else name
 
 
 def set_num_threads(n: int) -> None:
-    """Threads the kernels use (≥ 1)."""
-    global _threads
-    _threads = max(1, int(n))
+    """Threads of the kernels' own pool (the caller's thread included); ≥ 1."""
+    _state["threads"] = _kernels.set_threads(max(1, int(n)))
 
 
 def get_num_threads() -> int:
-    return _threads
+    return _state["threads"]
 
 
-def _signs(bits: np.ndarray, k: int) -> np.ndarray:
-    """Reference only: file words → ±1 int32 rows [O, K]."""
-    as_bytes = np.ascontiguousarray(bits, dtype="<u8").view(np.uint8)
-    negative = np.unpackbits(as_bytes, axis=1, bitorder="little")[:, :k]
-    return 1 - 2 * negative.astype(np.int32)
+def _cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _epilogue(dot: np.ndarray, scale: np.ndarray, shift: np.ndarray, activation: str, slope: np.ndarray | None,
-              residual: np.ndarray | None, channel_axis: int) -> np.ndarray:
-    shape = [1] * dot.ndim
-    shape[channel_axis] = -1
-    y = dot.astype(np.float32) * scale.reshape(shape) + shift.reshape(shape)
-    if residual is not None:
-        y = y + residual
-    if activation == "relu":
-        y = np.maximum(y, 0)
-    elif activation == "hardtanh":
-        y = np.clip(y, -1, 1)
-    elif activation == "prelu":
-        y = np.where(y >= 0, y, y * slope.reshape(shape))
-    return y.astype(np.float32, copy=False)
+set_num_threads(_cpu_count())
+
+
+def _aligned_empty(count: int, dtype) -> np.ndarray:
+    """A 64-byte aligned 1-D array: every layer's weights start on a cache line, so no layer
+    object runs slower than its siblings because of where its allocation happened to land."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(count * itemsize + 64, np.uint8)
+    start = (-raw.ctypes.data) % 64
+    return raw[start: start + count * itemsize].view(dtype)
+
+
+def _weight_layout(bits: np.ndarray, groups: int, cpg: int, kernel: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """File words [O, ceil(K/64)] → kernel words [G, OB, kh·kw·CW, 16] and per-tap weight
+    sums [O, kh·kw] (int32). Only a transient bit array is unpacked; nothing stays float."""
+    out = bits.shape[0]
+    kh, kw = kernel
+    k = cpg * kh * kw
+    og = out // groups
+    blocks, cw = -(-og // _BLOCK), -(-cpg // 64)
+    negative = np.unpackbits(np.ascontiguousarray(bits, dtype="<u8").view(np.uint8), axis=1, bitorder="little")[:, :k]
+    negative = negative.reshape(groups, og, cpg, kh, kw)
+    wsum = (cpg - 2 * negative.sum(axis=2, dtype=np.int32)).reshape(out, kh * kw)
+    padded = np.zeros((groups, blocks * _BLOCK, cw * 64, kh, kw), np.uint8)
+    padded[:, :og, :cpg] = negative
+    # [G, OB, 16, CW, 64, kh, kw] → [G, OB, kh, kw, CW, 16, 64], then 64 bits → one little-endian word
+    order = padded.reshape(groups, blocks, _BLOCK, cw, 64, kh, kw).transpose(0, 1, 5, 6, 3, 2, 4)
+    words = np.packbits(np.ascontiguousarray(order), axis=-1, bitorder="little").view("<u8").reshape(-1)
+    layout = _aligned_empty(words.size, np.uint64)
+    layout[:] = words
+    return layout, np.ascontiguousarray(wsum, dtype=np.int32)
 
 
 class _Epilogue:
@@ -88,72 +109,91 @@ class BinaryConv(_Epilogue):
     """One binary convolution whose input is binarized by sign (sign(0) = +1); conv1d = 1×k conv2d.
 
     ``y = dot·scale + shift (+ residual)``, then the activation ("none", "relu", "hardtanh" = clip
-    to [−1, 1], "prelu" with per-channel ``slope``). Padding is (top, left, bottom, right) zeros.
-
-        >>> import numpy as np
-        >>> conv = BinaryConv(np.zeros((4, 1), np.uint64), in_channels=2, kernel=(3, 3),
-        ...                   padding=(1, 1, 1, 1), scale=np.ones(4, np.float32))
-        >>> conv(np.ones((1, 2, 5, 5), np.float32)).shape
-        (1, 4, 5, 5)
+    to [−1, 1], "prelu" with per-channel ``slope``), all in the kernel's epilogue. Padding is
+    (top, left, bottom, right) zeros, removed exactly from the dot products.
     """
 
     def __init__(self, bits: np.ndarray, *, in_channels: int, kernel: tuple[int, int], stride=(1, 1),
                  padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, scale: np.ndarray,
                  shift: np.ndarray | None = None, activation: str = "none", slope: np.ndarray | None = None):
-        self.out_channels = bits.shape[0]
-        self.in_channels, self.groups = int(in_channels), int(groups)
+        self.out_channels, self.in_channels, self.groups = int(bits.shape[0]), int(in_channels), int(groups)
         self.kernel = tuple(int(v) for v in kernel)
         self.stride = tuple(int(v) for v in stride)
         self.padding = tuple(int(v) for v in padding)
         self.dilation = tuple(int(v) for v in dilation)
-        self.k = self.in_channels // self.groups * self.kernel[0] * self.kernel[1]
-        if bits.shape[1] != (self.k + 63) // 64:
-            raise ValueError(f"bits has {bits.shape[1]} words per row, expected {(self.k + 63) // 64} for K={self.k}")
-        self.bits = np.ascontiguousarray(bits, dtype=np.uint64)
+        if (self.groups < 1 or self.in_channels % self.groups or self.out_channels % self.groups
+                or min(self.kernel + self.stride + self.dilation) < 1 or min(self.padding) < 0):
+            raise ValueError(f"inconsistent convolution: in_channels={in_channels}, out={self.out_channels}, "
+                             f"groups={groups}, kernel={kernel}, stride={stride}, padding={padding}, dilation={dilation}")
+        cpg = self.in_channels // self.groups
+        self.k = cpg * self.kernel[0] * self.kernel[1]
+        if bits.ndim != 2 or bits.shape[1] != -(-self.k // 64):
+            raise ValueError(f"bits has shape {bits.shape}, expected [{self.out_channels}, {-(-self.k // 64)}] "
+                             f"for K={self.k}")
+        self._weights, self._wsum = _weight_layout(bits, self.groups, cpg, self.kernel)
         self._init_epilogue(self.out_channels, scale, shift, activation, slope)
-        self.nbytes = self.bits.nbytes + sum(a.nbytes for a in (self.scale, self.shift, self.slope) if a is not None)
+        self.nbytes = sum(a.nbytes for a in (self._weights, self._wsum, self.scale, self.shift, self.slope)
+                          if a is not None)
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(Ho, Wo) for an input of ``height × width``."""
+        top, left, bottom, right = self.padding
+        (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
+        return (height + top + bottom - dh * (kh - 1) - 1) // sh + 1, (width + left + right - dw * (kw - 1) - 1) // sw + 1
+
+    def _run(self, x: np.ndarray, residual: np.ndarray | None, integer: bool) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4 or x.shape[1] != self.in_channels:
+            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {x.shape}")
+        n, _, height, width = x.shape
+        out_h, out_w = self.output_size(height, width)
+        if out_h < 1 or out_w < 1:
+            raise ValueError(f"input {height}×{width} is smaller than the kernel's field")
+        out = np.empty((n, self.out_channels, out_h, out_w), np.int32 if integer else np.float32)
+        if residual is not None:
+            residual = np.ascontiguousarray(residual, dtype=np.float32)
+            if residual.shape != out.shape:
+                raise ValueError(f"residual has shape {residual.shape}, expected {out.shape}")
+        top, left, bottom, right = self.padding
+        cpg = self.in_channels // self.groups
+        geometry = (n, self.in_channels, height, width, self.groups, *self.kernel, *self.stride, *self.dilation,
+                    top, left, height + top + bottom, width + left + right, self.out_channels,
+                    -(-(self.out_channels // self.groups) // _BLOCK), out_h, out_w, self.k, cpg, -(-cpg // 64))
+        _kernels.conv(x, geometry, self._weights, self._wsum, self.scale, self.shift, self.slope, residual, out,
+                      _state["path"], ACTIVATIONS.index(self.activation), integer)
+        return out
+
+    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N, C, H, W] → float32 [N, O, Ho, Wo]; ``residual`` (same shape as the output)
+        is added before the activation."""
+        return self._run(x, residual, integer=False)
 
     def accumulate(self, x: np.ndarray) -> np.ndarray:
         """The exact integer dot products ``conv(sign(x), ±1 weights)`` as int32 [N, O, Ho, Wo]."""
-        n, c, h, w = x.shape
-        top, left, bottom, right = self.padding
-        kh, kw = self.kernel
-        sh, sw = self.stride
-        dh, dw = self.dilation
-        xs = np.pad(np.where(x >= 0, 1, -1).astype(np.int32), ((0, 0), (0, 0), (top, bottom), (left, right)))
-        ho = (h + top + bottom - dh * (kh - 1) - 1) // sh + 1
-        wo = (w + left + right - dw * (kw - 1) - 1) // sw + 1
-        g, og, cpg = self.groups, self.out_channels // self.groups, c // self.groups
-        weights = _signs(self.bits, self.k).reshape(g, og, cpg, kh, kw)
-        out = np.zeros((n, g, og, ho, wo), np.int64)
-        for i in range(kh):
-            for j in range(kw):
-                patch = xs[:, :, i * dh: i * dh + sh * (ho - 1) + 1: sh, j * dw: j * dw + sw * (wo - 1) + 1: sw]
-                patch = patch.reshape(n, g, cpg, ho, wo)
-                out += np.einsum("ngchw,goc->ngohw", patch, weights[:, :, :, i, j])
-        return out.reshape(n, self.out_channels, ho, wo).astype(np.int32)
-
-    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        """float32 [N, C, H, W] → float32 [N, O, Ho, Wo]."""
-        return _epilogue(self.accumulate(x), self.scale, self.shift, self.activation, self.slope, residual, 1)
+        return self._run(x, None, integer=True)
 
 
-class BinaryLinear(_Epilogue):
-    """One binary linear layer on sign(x): ``x[N, K] → y[N, O]`` with the same epilogue as `BinaryConv`."""
+class BinaryLinear:
+    """One binary linear layer on sign(x): ``x[N, K] → y[N, O]``, with `BinaryConv`'s epilogue
+    (it runs as a 1×1 convolution over a 1×1 image)."""
 
     def __init__(self, bits: np.ndarray, *, in_features: int, scale: np.ndarray, shift: np.ndarray | None = None,
                  activation: str = "none", slope: np.ndarray | None = None):
-        self.out_features, self.in_features = bits.shape[0], int(in_features)
-        if bits.shape[1] != (self.in_features + 63) // 64:
-            raise ValueError(f"bits has {bits.shape[1]} words per row, expected {(self.in_features + 63) // 64}")
-        self.bits = np.ascontiguousarray(bits, dtype=np.uint64)
-        self._init_epilogue(self.out_features, scale, shift, activation, slope)
-        self.nbytes = self.bits.nbytes + sum(a.nbytes for a in (self.scale, self.shift, self.slope) if a is not None)
+        self.out_features, self.in_features = int(bits.shape[0]), int(in_features)
+        self._conv = BinaryConv(bits, in_channels=in_features, kernel=(1, 1), scale=scale, shift=shift,
+                                activation=activation, slope=slope)
+        self.nbytes = self._conv.nbytes
+
+    def _image(self, x: np.ndarray) -> np.ndarray:
+        if x.ndim != 2:
+            raise ValueError(f"expected input [N, {self.in_features}], got {x.shape}")
+        return x.reshape(*x.shape, 1, 1)
+
+    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
+        """float32 [N, K] → float32 [N, O]; ``residual`` [N, O] is added before the activation."""
+        image_residual = None if residual is None else residual.reshape(*residual.shape, 1, 1)
+        return self._conv(self._image(x), image_residual).reshape(x.shape[0], self.out_features)
 
     def accumulate(self, x: np.ndarray) -> np.ndarray:
         """int32 [N, O]: ``sign(x) @ signs.T``."""
-        xs = np.where(x >= 0, 1, -1).astype(np.int64)
-        return (xs @ _signs(self.bits, self.in_features).T.astype(np.int64)).astype(np.int32)
-
-    def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
-        return _epilogue(self.accumulate(x), self.scale, self.shift, self.activation, self.slope, residual, 1)
+        return self._conv.accumulate(self._image(x)).reshape(x.shape[0], self.out_features)

@@ -76,20 +76,25 @@ class PackedModel:
         plan = _Plan(model)
         self.inputs = tuple(v.name for v in model.graph.input if v.name not in plan.constants)
         self.outputs = tuple(v.name for v in model.graph.output)
+        self._input_dims = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                            for v in model.graph.input if v.name in self.inputs]
         self.binary_layers = plan.kernels
         steps = plan.steps(threads)
         if self.int8_float_layers:
-            steps = plan.quantized(steps, threads, self._calibration_feeds(model))
+            steps = plan.quantized(steps, threads, self._calibration_feeds())
         self._steps = _with_releases(steps, self.outputs)
 
-    def _calibration_feeds(self, model: Any) -> list[dict[str, np.ndarray]]:
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The first input's shape without the batch dimension, when the file fixes it."""
+        dims = self._input_dims[0][1:] if self._input_dims else [None]
+        return None if None in dims else tuple(dims)
+
+    def _calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         if self._calibration is not None:
             return [{self.inputs[0]: np.asarray(x, np.float32)} for x in self._calibration]
         rng = np.random.default_rng(0)
-        shapes = {v.name: [d.dim_value if d.HasField("dim_value") else 1 for d in v.type.tensor_type.shape.dim]
-                  for v in model.graph.input}
-        return [{name: rng.standard_normal(shapes[name]).astype(np.float32) for name in self.inputs}
-                for _ in range(_CALIBRATION_BATCHES)]
+        return [{name: rng.standard_normal([d or 1 for d in dims]).astype(np.float32)
+                 for name, dims in zip(self.inputs, self._input_dims)} for _ in range(_CALIBRATION_BATCHES)]
 
     def set_num_threads(self, threads: int) -> None:
         """Threads for the kernels and onnxruntime (sessions are rebuilt from the file)."""

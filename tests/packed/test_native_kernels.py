@@ -135,7 +135,7 @@ def test_paths_threads_and_bad_arguments() -> None:
     with pytest.raises(ValueError, match="activation"):
         kernels.BinaryLinear(np.zeros((2, 1), np.uint64), in_features=3, scale=np.ones(2, np.float32),
                              activation="gelu")
-    with pytest.raises(ValueError, match="words"):
+    with pytest.raises(ValueError, match="bits has shape"):
         kernels.BinaryLinear(np.zeros((2, 2), np.uint64), in_features=3, scale=np.ones(2, np.float32))
 
 

@@ -1,0 +1,541 @@
+/* Native binary convolution: sign packing, xor/popcount micro-kernels, fused epilogue.
+ *
+ * One build serves every CPU: the SIMD micro-kernels carry function-level target attributes
+ * and are chosen at run time (__builtin_cpu_supports), so the extension is compiled with the
+ * system compiler's default flags. Paths: "avx512" (VPOPCNTDQ), "avx2" (nibble-table popcount),
+ * "portable" (plain C, __builtin_popcountll; also what aarch64 and others run).
+ *
+ * Layouts (binarize/packed/kernels.py builds the weight layout once, at construction):
+ *   activations A[N][Hp][Wp][G][CW]  one word = the signs of 64 channels of one pixel and group,
+ *                                    bit set = -1 (x < 0; sign(0) = +1), zero padding packed as +1;
+ *   weights     B[G][OB][T][16]      16 output channels innermost, T = kh*kw*CW taps-words, so one
+ *                                    activation word meets 16 weight words with one broadcast;
+ *   wsum        [O][kh*kw]           per-tap weight sums, to remove padding taps exactly.
+ * dot = K - 2*popcount(a xor w) - (weight sum over the padding taps); pad bits are 0 on both sides.
+ *
+ * The Python-facing entry releases the GIL and runs on a small pthread pool whose workers spin
+ * briefly and then block on a condition variable, so a busy machine is not made busier.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#if defined(__x86_64__) || defined(__i386__)
+#define BNZ_X86 1
+#include <immintrin.h>
+#endif
+
+#define OT 16     /* output channels per weight block (all paths) */
+#define PT_MAX 8  /* most pixels any micro-kernel takes at once */
+
+enum { PATH_AVX512, PATH_AVX2, PATH_PORTABLE, PATH_COUNT };
+static const char *const PATH_NAMES[PATH_COUNT] = {"avx512", "avx2", "portable"};
+static const int PATH_PIXELS[PATH_COUNT] = {8, 2, 8};
+
+/* ------------------------------------------------------------------------------------------ */
+/* thread pool                                                                                */
+
+typedef void (*task_fn)(void *ctx, int worker, int workers);
+
+static struct {
+    pthread_mutex_t lock, run_lock;
+    pthread_cond_t wake, done;
+    atomic_ulong generation;
+    atomic_int pending;
+    task_fn fn;
+    void *ctx;
+    int threads;  /* workers per task, the caller included */
+    int spawned;  /* pool threads alive (threads - 1 at most is used per task) */
+} pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
+          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 0};
+
+/* Spin this many rounds before blocking: covers the gap between two layers of one forward
+ * pass without keeping a core busy when nothing comes. */
+#define SPIN_ROUNDS 4000
+
+static inline void cpu_relax(void) {
+#if defined(BNZ_X86)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+}
+
+typedef struct {
+    int index;
+    unsigned long seen; /* the generation when it was created: tasks after it are its to run */
+} worker_start;
+
+static void *pool_worker(void *arg) {
+    const worker_start start = *(worker_start *)arg;
+    free(arg);
+    const int index = start.index;
+    unsigned long seen = start.seen;
+    for (;;) {
+        for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.generation) == seen; spin++) cpu_relax();
+        pthread_mutex_lock(&pool.lock);
+        while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
+        seen = atomic_load(&pool.generation);
+        task_fn fn = pool.fn;
+        void *ctx = pool.ctx;
+        int workers = pool.threads;
+        pthread_mutex_unlock(&pool.lock);
+        if (index < workers) fn(ctx, index, workers);
+        if (atomic_fetch_sub(&pool.pending, 1) == 1) {
+            pthread_mutex_lock(&pool.lock);
+            pthread_cond_signal(&pool.done);
+            pthread_mutex_unlock(&pool.lock);
+        }
+    }
+    return NULL;
+}
+
+/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. */
+static void pool_run(task_fn fn, void *ctx) {
+    pthread_mutex_lock(&pool.run_lock);
+    if (pool.threads == 1 || pool.spawned == 0) {
+        fn(ctx, 0, 1);
+        pthread_mutex_unlock(&pool.run_lock);
+        return;
+    }
+    pthread_mutex_lock(&pool.lock);
+    pool.fn = fn;
+    pool.ctx = ctx;
+    atomic_store(&pool.pending, pool.spawned);
+    atomic_fetch_add(&pool.generation, 1);
+    pthread_cond_broadcast(&pool.wake);
+    pthread_mutex_unlock(&pool.lock);
+    fn(ctx, 0, pool.threads);
+    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.pending) > 0; spin++) cpu_relax();
+    pthread_mutex_lock(&pool.lock);
+    while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    pthread_mutex_unlock(&pool.lock);
+    pthread_mutex_unlock(&pool.run_lock);
+}
+
+static int pool_set_threads(int threads) {
+    pthread_mutex_lock(&pool.run_lock);
+    int ok = 1;
+    while (pool.spawned < threads - 1) {
+        pthread_t thread;
+        worker_start *start = malloc(sizeof *start);
+        if (start) *start = (worker_start){pool.spawned + 1, atomic_load(&pool.generation)};
+        if (!start || pthread_create(&thread, NULL, pool_worker, start) != 0) {
+            free(start);
+            ok = 0;
+            break;
+        }
+        pthread_detach(thread);
+        pool.spawned++;
+    }
+    pool.threads = ok ? threads : pool.spawned + 1;
+    pthread_mutex_unlock(&pool.run_lock);
+    return ok;
+}
+
+/* Contiguous share [begin, end) of `total` items for worker w of `workers`. */
+static inline void share(long total, int w, int workers, long *begin, long *end) {
+    *begin = total * w / workers;
+    *end = total * (w + 1) / workers;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* geometry of one call                                                                       */
+
+typedef struct {
+    int n, c, h, w, groups, cpg, cw, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, o, og, ob, ho, wo, k, taps;
+} geometry;
+
+typedef struct {
+    const geometry *g;
+    const float *x;
+    uint64_t *a;           /* packed activations */
+    const uint64_t *b;     /* packed weights */
+    const int32_t *wsum;
+    const float *scale, *shift, *slope, *residual;
+    void *out;
+    int64_t *offsets;      /* word offset of tap-word t from a pixel's first word */
+    int path, activation, integer_output;
+} conv_call;
+
+/* ------------------------------------------------------------------------------------------ */
+/* sign packing: x[N][C][H][W] float -> A (interior only; the caller zeroed the padding)       */
+
+static uint64_t spread_bits[256]; /* bit p of the index -> bit 0 of byte p */
+
+static void init_spread(void) {
+    for (int m = 0; m < 256; m++) {
+        uint64_t v = 0;
+        for (int p = 0; p < 8; p++) v |= (uint64_t)((m >> p) & 1) << (8 * p);
+        spread_bits[m] = v;
+    }
+}
+
+static inline unsigned mask_portable(const float *x, int count) {
+    unsigned m = 0;
+    for (int p = 0; p < count; p++) m |= (unsigned)(x[p] < 0.0f) << p; /* -0.0 and NaN -> +1 */
+    return m;
+}
+
+#if defined(BNZ_X86)
+__attribute__((target("avx2"))) static inline unsigned mask_avx2(const float *x, int count) {
+    if (count < 8) return mask_portable(x, count);
+    __m256 v = _mm256_loadu_ps(x);
+    return (unsigned)_mm256_movemask_ps(_mm256_cmp_ps(v, _mm256_setzero_ps(), _CMP_LT_OQ));
+}
+#endif
+
+/* One output row (n, y) of A: for every block of 8 pixels, 64 channels become 8 words. The
+ * channel loop gathers 8-pixel sign masks into t[byte] (bit c%8 of byte p = channel c, pixel p);
+ * an 8x8 byte transpose turns them into one word per pixel. */
+#define PACK_ROW(MASK)                                                                         \
+    const geometry *g = call->g;                                                               \
+    const long plane = (long)g->h * g->w;                                                      \
+    for (int grp = 0; grp < g->groups; grp++) {                                                \
+        for (int word = 0; word < g->cw; word++) {                                             \
+            int c0 = grp * g->cpg + word * 64;                                                 \
+            int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;                  \
+            const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;       \
+            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * g->groups * g->cw \
+                            + grp * g->cw + word;                                              \
+            for (int x0 = 0; x0 < g->w; x0 += 8) {                                             \
+                int count = g->w - x0 < 8 ? g->w - x0 : 8;                                     \
+                uint64_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                      \
+                for (int cc = 0; cc < channels; cc++)                                          \
+                    t[cc >> 3] |= spread_bits[MASK(row + cc * plane + x0, count)] << (cc & 7); \
+                for (int p = 0; p < count; p++) {                                              \
+                    uint64_t v = 0;                                                            \
+                    for (int byte = 0; byte < 8; byte++) v |= ((t[byte] >> (8 * p)) & 0xff) << (8 * byte); \
+                    dst[(long)(x0 + p) * g->groups * g->cw] = v;                               \
+                }                                                                              \
+            }                                                                                  \
+        }                                                                                      \
+    }
+
+static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(mask_portable) }
+#if defined(BNZ_X86)
+__attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call, int n, int y) {
+    PACK_ROW(mask_avx2)
+}
+#endif
+
+static void pack_task(void *ctx, int worker, int workers) {
+    const conv_call *call = ctx;
+    long begin, end;
+    share((long)call->g->n * call->g->h, worker, workers, &begin, &end);
+    for (long r = begin; r < end; r++) {
+        int n = (int)(r / call->g->h), y = (int)(r % call->g->h);
+#if defined(BNZ_X86)
+        if (call->path != PATH_PORTABLE) {
+            pack_row_avx2(call, n, y);
+            continue;
+        }
+#endif
+        pack_row_portable(call, n, y);
+    }
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* micro-kernels: popcount(a xor w) summed over T tap-words, for PT pixels x 16 channels        */
+/* a[p] points at pixel p's first word (group included); w at the block's [T][16] weights.      */
+
+/* 8 pixels x 16 channels in generic vectors (8 x 64-bit lanes, GCC/Clang vector extensions).
+ * One source for two paths, differing only in the lane popcount: compiled for AVX-512 VPOPCNTDQ
+ * the 16 accumulators are zmm registers and each step is vpxorq/vpopcntq/vpaddq against a
+ * broadcast activation word; compiled for the default target it is the portable path. So the
+ * tests that run the portable path on any machine check the code the AVX-512 path runs. */
+typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
+
+#define DEFINE_TILE(NAME, ATTRIBUTES, POPCOUNT)                                                \
+    ATTRIBUTES static void NAME(const uint64_t *const *a, const int64_t *off, int taps, const uint64_t *w, \
+                                int32_t acc[PT_MAX][OT]) {                                     \
+        u64x8 s[8][2];                                                                         \
+        for (int p = 0; p < 8; p++) s[p][0] = s[p][1] = (u64x8){0};                            \
+        for (int t = 0; t < taps; t++) {                                                       \
+            const int64_t o = off[t];                                                          \
+            u64x8 w0, w1;                                                                      \
+            memcpy(&w0, w + (long)t * OT, sizeof w0);                                          \
+            memcpy(&w1, w + (long)t * OT + 8, sizeof w1);                                      \
+            for (int p = 0; p < 8; p++) {                                                      \
+                const uint64_t v = a[p][o];                                                    \
+                s[p][0] += POPCOUNT(w0 ^ v);                                                   \
+                s[p][1] += POPCOUNT(w1 ^ v);                                                   \
+            }                                                                                  \
+        }                                                                                      \
+        for (int p = 0; p < 8; p++)                                                            \
+            for (int lane = 0; lane < 8; lane++) {                                             \
+                acc[p][lane] = (int32_t)s[p][0][lane];                                         \
+                acc[p][8 + lane] = (int32_t)s[p][1][lane];                                     \
+            }                                                                                  \
+    }
+
+static inline __attribute__((always_inline)) u64x8 popcount_portable(u64x8 v) {
+    u64x8 r;
+    for (int lane = 0; lane < 8; lane++) r[lane] = (uint64_t)__builtin_popcountll(v[lane]);
+    return r;
+}
+DEFINE_TILE(tile_portable, , popcount_portable)
+
+#if defined(BNZ_X86)
+#define AVX512 __attribute__((target("avx512f,avx512vpopcntdq")))
+AVX512 static inline __attribute__((always_inline)) u64x8 popcount_avx512(u64x8 v) {
+    return (u64x8)_mm512_popcnt_epi64((__m512i)v);
+}
+DEFINE_TILE(tile_avx512, AVX512, popcount_avx512)
+
+/* 2 pixels x 4 ymm (16 channels). Popcount by nibble table (vpshufb): byte counts add up in
+ * 8-bit lanes for at most 31 steps (8 per step), then vpsadbw folds them into 64-bit sums. */
+__attribute__((target("avx2"))) static void tile_avx2(const uint64_t *const *a, const int64_t *off, int taps,
+                                                       const uint64_t *w, int32_t acc[PT_MAX][OT]) {
+    const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
+                                           0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
+    const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
+    const uint64_t *a0 = a[0], *a1 = a[1];
+    __m256i total[2][4];
+    for (int p = 0; p < 2; p++)
+        for (int v = 0; v < 4; v++) total[p][v] = zero;
+    for (int t0 = 0; t0 < taps; t0 += 31) {
+        int t1 = t0 + 31 < taps ? t0 + 31 : taps;
+        __m256i b00 = zero, b01 = zero, b02 = zero, b03 = zero, b10 = zero, b11 = zero, b12 = zero, b13 = zero;
+        for (int t = t0; t < t1; t++) {
+            const int64_t o = off[t];
+            const uint64_t *wt = w + (long)t * OT;
+            const __m256i v0 = _mm256_set1_epi64x((long long)a0[o]);
+            const __m256i v1 = _mm256_set1_epi64x((long long)a1[o]);
+#define COUNT(ACC, V, J)                                                                       \
+    {                                                                                          \
+        const __m256i x = _mm256_xor_si256(V, _mm256_loadu_si256((const __m256i *)(wt + 4 * (J)))); \
+        ACC = _mm256_add_epi8(ACC, _mm256_shuffle_epi8(table, _mm256_and_si256(x, low)));      \
+        ACC = _mm256_add_epi8(ACC, _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low))); \
+    }
+            COUNT(b00, v0, 0) COUNT(b01, v0, 1) COUNT(b02, v0, 2) COUNT(b03, v0, 3)
+            COUNT(b10, v1, 0) COUNT(b11, v1, 1) COUNT(b12, v1, 2) COUNT(b13, v1, 3)
+#undef COUNT
+        }
+        total[0][0] = _mm256_add_epi64(total[0][0], _mm256_sad_epu8(b00, zero));
+        total[0][1] = _mm256_add_epi64(total[0][1], _mm256_sad_epu8(b01, zero));
+        total[0][2] = _mm256_add_epi64(total[0][2], _mm256_sad_epu8(b02, zero));
+        total[0][3] = _mm256_add_epi64(total[0][3], _mm256_sad_epu8(b03, zero));
+        total[1][0] = _mm256_add_epi64(total[1][0], _mm256_sad_epu8(b10, zero));
+        total[1][1] = _mm256_add_epi64(total[1][1], _mm256_sad_epu8(b11, zero));
+        total[1][2] = _mm256_add_epi64(total[1][2], _mm256_sad_epu8(b12, zero));
+        total[1][3] = _mm256_add_epi64(total[1][3], _mm256_sad_epu8(b13, zero));
+    }
+    for (int p = 0; p < 2; p++)
+        for (int v = 0; v < 4; v++) {
+            int64_t lanes[4];
+            _mm256_storeu_si256((__m256i *)lanes, total[p][v]);
+            for (int j = 0; j < 4; j++) acc[p][4 * v + j] = (int32_t)lanes[j];
+        }
+}
+#endif
+
+typedef void (*tile_fn)(const uint64_t *const *, const int64_t *, int, const uint64_t *, int32_t[PT_MAX][OT]);
+
+static tile_fn tile_kernel(int path) {
+#if defined(BNZ_X86)
+    if (path == PATH_AVX512) return tile_avx512;
+    if (path == PATH_AVX2) return tile_avx2;
+#endif
+    (void)path;
+    return tile_portable;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* convolution driver: units = (group, 16-channel block, pixel tile), pixel tiles run over the  */
+/* flattened N*Ho*Wo outputs so that narrow images and batches fill whole tiles                 */
+
+/* Weight sum over the taps of output (oy, ox) that fall into the zero padding. */
+static inline int32_t padding_taps(const geometry *g, const int32_t *wsum_o, int oy, int ox) {
+    int32_t sum = 0;
+    for (int i = 0; i < g->kh; i++) {
+        int y = oy * g->sh + i * g->dh - g->pt;
+        int row_out = y < 0 || y >= g->h;
+        for (int j = 0; j < g->kw; j++) {
+            int x = ox * g->sw + j * g->dw - g->pl;
+            if (row_out || x < 0 || x >= g->w) sum += wsum_o[i * g->kw + j];
+        }
+    }
+    return sum;
+}
+
+static void conv_task(void *ctx, int worker, int workers) {
+    const conv_call *call = ctx;
+    const geometry *g = call->g;
+    const int pixels_per_tile = PATH_PIXELS[call->path];
+    const tile_fn tile = tile_kernel(call->path);
+    const long plane = (long)g->ho * g->wo, pixels = (long)g->n * plane;
+    const long tiles = (pixels + pixels_per_tile - 1) / pixels_per_tile;
+    const long words_per_pixel = (long)g->groups * g->cw;
+    long begin, end;
+    share((long)g->groups * g->ob * tiles, worker, workers, &begin, &end);
+    int32_t acc[PT_MAX][OT];
+    const uint64_t *a[PT_MAX];
+    int where[PT_MAX][3];
+    for (long unit = begin; unit < end; unit++) {
+        const long tile_index = unit % tiles, block = unit / tiles;
+        const int grp = (int)(block / g->ob), ob = (int)(block % g->ob);
+        const long first = tile_index * pixels_per_tile;
+        const int count = pixels - first < pixels_per_tile ? (int)(pixels - first) : pixels_per_tile;
+        for (int p = 0; p < pixels_per_tile; p++) {
+            long q = first + (p < count ? p : count - 1); /* a short last tile repeats its last pixel */
+            int n = (int)(q / plane), r = (int)(q % plane), oy = r / g->wo, ox = r % g->wo;
+            where[p][0] = n, where[p][1] = oy, where[p][2] = ox;
+            a[p] = call->a + (((long)n * g->hp + (long)oy * g->sh) * g->wp + (long)ox * g->sw) * words_per_pixel
+                   + (long)grp * g->cw;
+        }
+        tile(a, call->offsets, g->taps, call->b + (long)block * g->taps * OT, acc);
+        const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
+        for (int p = 0; p < count; p++) {
+            const int n = where[p][0], oy = where[p][1], ox = where[p][2];
+            const int edge = oy * g->sh < g->pt || ox * g->sw < g->pl || oy * g->sh + (g->kh - 1) * g->dh >= g->pt + g->h
+                             || ox * g->sw + (g->kw - 1) * g->dw >= g->pl + g->w;
+            for (int j = 0; j < channels; j++) {
+                const int o = grp * g->og + ob * OT + j;
+                int32_t dot = g->k - 2 * acc[p][j];
+                if (edge) dot -= padding_taps(g, call->wsum + (long)o * g->kh * g->kw, oy, ox);
+                const long at = (((long)n * g->o + o) * g->ho + oy) * g->wo + ox;
+                if (call->integer_output) {
+                    ((int32_t *)call->out)[at] = dot;
+                    continue;
+                }
+                float y = (float)dot * call->scale[o] + call->shift[o];
+                if (call->residual) y += call->residual[at];
+                switch (call->activation) {
+                    case 1: y = y > 0.0f ? y : 0.0f; break;
+                    case 2: y = y < -1.0f ? -1.0f : (y > 1.0f ? 1.0f : y); break;
+                    case 3: y = y >= 0.0f ? y : y * call->slope[o]; break;
+                    default: break;
+                }
+                ((float *)call->out)[at] = y;
+            }
+        }
+    }
+}
+
+static int run_conv(conv_call *call) {
+    const geometry *g = call->g;
+    const size_t words = (size_t)g->n * g->hp * g->wp * g->groups * g->cw;
+    void *buffer = NULL;
+    if (posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) return -1;
+    int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
+    if (!offsets) {
+        free(buffer);
+        return -1;
+    }
+    memset(buffer, 0, words * sizeof(uint64_t));
+    for (int i = 0, t = 0; i < g->kh; i++)
+        for (int j = 0; j < g->kw; j++)
+            for (int word = 0; word < g->cw; word++, t++)
+                offsets[t] = ((long)i * g->dh * g->wp + (long)j * g->dw) * g->groups * g->cw + word;
+    call->a = buffer;
+    call->offsets = offsets;
+    pool_run(pack_task, call);
+    pool_run(conv_task, call);
+    free(offsets);
+    free(buffer);
+    return 0;
+}
+
+/* ------------------------------------------------------------------------------------------ */
+/* Python bindings                                                                            */
+
+static int cpu_has(int path) {
+#if defined(BNZ_X86)
+    __builtin_cpu_init();
+    if (path == PATH_AVX512)
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512vpopcntdq");
+    if (path == PATH_AVX2) return __builtin_cpu_supports("avx2");
+#endif
+    return path == PATH_PORTABLE;
+}
+
+static PyObject *py_paths(PyObject *self, PyObject *args) {
+    (void)self, (void)args;
+    PyObject *names = PyList_New(0);
+    for (int path = 0; names && path < PATH_COUNT; path++) {
+        if (!cpu_has(path)) continue;
+        PyObject *name = PyUnicode_FromString(PATH_NAMES[path]);
+        if (!name || PyList_Append(names, name) < 0) Py_CLEAR(names);
+        Py_XDECREF(name);
+    }
+    return names;
+}
+
+static PyObject *py_set_threads(PyObject *self, PyObject *args) {
+    (void)self;
+    int threads;
+    if (!PyArg_ParseTuple(args, "i", &threads)) return NULL;
+    if (threads < 1) threads = 1;
+    int ok;
+    Py_BEGIN_ALLOW_THREADS ok = pool_set_threads(threads);
+    Py_END_ALLOW_THREADS
+    if (!ok) PyErr_WarnEx(PyExc_RuntimeWarning, "could not start every kernel thread", 1);
+    return PyLong_FromLong(pool.threads);
+}
+
+/* conv(x, geometry, weights, wsum, scale, shift, slope, residual, out, path, activation, integer)
+ * Buffers are C-contiguous and checked by kernels.py; slope and residual may be None. */
+static PyObject *py_conv(PyObject *self, PyObject *args) {
+    (void)self;
+    geometry g;
+    Py_buffer x, b, wsum, scale, shift, out, slope = {0}, residual = {0};
+    PyObject *slope_obj, *residual_obj;
+    const char *path_name;
+    conv_call call;
+    memset(&call, 0, sizeof call);
+    if (!PyArg_ParseTuple(args, "y*(iiiiiiiiiiiiiiiiiiiiii)y*y*y*y*OOw*sip", &x, &g.n, &g.c, &g.h, &g.w, &g.groups,
+                          &g.kh, &g.kw, &g.sh, &g.sw, &g.dh, &g.dw, &g.pt, &g.pl, &g.hp, &g.wp, &g.o, &g.ob, &g.ho,
+                          &g.wo, &g.k, &g.cpg, &g.cw, &b, &wsum, &scale, &shift, &slope_obj, &residual_obj, &out,
+                          &path_name, &call.activation, &call.integer_output))
+        return NULL;
+    for (call.path = 0; call.path < PATH_COUNT && strcmp(path_name, PATH_NAMES[call.path]); call.path++) {}
+    g.og = g.o / g.groups;
+    g.taps = g.kh * g.kw * g.cw;
+    int failed = (slope_obj != Py_None && PyObject_GetBuffer(slope_obj, &slope, PyBUF_SIMPLE) < 0)
+                 || (residual_obj != Py_None && PyObject_GetBuffer(residual_obj, &residual, PyBUF_SIMPLE) < 0);
+    if (!failed && (call.path < 0 || call.path >= PATH_COUNT || !cpu_has(call.path))) {
+        PyErr_SetString(PyExc_ValueError, "kernel path not available on this CPU");
+        failed = 1;
+    }
+    if (!failed) {
+        call.g = &g;
+        call.x = x.buf, call.b = b.buf, call.wsum = wsum.buf, call.scale = scale.buf, call.shift = shift.buf;
+        call.slope = slope.obj ? slope.buf : NULL;
+        call.residual = residual.obj ? residual.buf : NULL;
+        call.out = out.buf;
+        int status;
+        Py_BEGIN_ALLOW_THREADS status = run_conv(&call);
+        Py_END_ALLOW_THREADS
+        if (status != 0) {
+            PyErr_NoMemory();
+            failed = 1;
+        }
+    }
+    PyBuffer_Release(&x), PyBuffer_Release(&b), PyBuffer_Release(&wsum), PyBuffer_Release(&scale);
+    PyBuffer_Release(&shift), PyBuffer_Release(&out);
+    if (slope.obj) PyBuffer_Release(&slope);
+    if (residual.obj) PyBuffer_Release(&residual);
+    if (failed) return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"paths", py_paths, METH_NOARGS, "Dispatch paths this CPU can run, best first."},
+    {"set_threads", py_set_threads, METH_VARARGS, "Sets the kernel threads; returns the number in use."},
+    {"conv", py_conv, METH_VARARGS, "Binary convolution (see kernels.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Native binary kernels.", -1, methods,
+                                    NULL, NULL, NULL, NULL};
+
+PyMODINIT_FUNC PyInit__kernels(void) {
+    init_spread();
+    return PyModule_Create(&module);
+}
