@@ -32,6 +32,7 @@ def eval_file(
     batch_size: int = typer.Option(32, "--batch-size", help="Batch N for evaluation and for the batch-N latency."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per latency (the median is reported)."),
     int8_float_layers: bool = typer.Option(False, "--int8-float-layers", help="For a .bnz file: run its float layers in int8 (onnxruntime U8S8, calibrated on random inputs)."),
+    engine: str = typer.Option("packed", "--engine", help="For a .bnz file: packed (binarize's runtime) or openvino (pip install 'binarize[openvino]'; agreement is then with the packed runtime unless --reference is given)."),
     trust: bool = TRUST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
@@ -40,9 +41,12 @@ def eval_file(
         raise ConfigError("give exactly one of --data and --random", "e.g. --data digits or --random 64")
     if batch_size < 1 or repeats < 1 or (random is not None and random < 1):
         raise ConfigError("--batch-size, --repeats and --random must be positive", "e.g. --batch-size 32 --repeats 10")
-    deployed = load_deployed(file, trust=trust, int8_float_layers=int8_float_layers)
+    deployed = load_deployed(file, trust=trust, int8_float_layers=int8_float_layers, engine=engine)
     recorded = deployed.recorded_source()
-    if reference is None and recorded is not None and Path(recorded).exists():
+    peer = load_deployed(file) if engine == "openvino" and reference is None else None
+    if peer is not None:
+        console.print("agreement with the packed runtime on the same file")
+    elif reference is None and recorded is not None and Path(recorded).exists():
         reference = recorded
         console.print(f"agreement with {reference} (recorded at export)")
     reference_model = None
@@ -67,7 +71,7 @@ def eval_file(
 
     result = evaluate_file(
         deployed, batches, example_shape,
-        reference=None if reference_model is None else run_reference,
+        reference=peer if peer is not None else None if reference_model is None else run_reference,
         batch_size=batch_size, repeats=repeats,
     )
     if as_json:

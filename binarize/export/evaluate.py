@@ -142,12 +142,46 @@ class PackedFile(DeployedModel):
         return self.model.per_layer_times()
 
 
-def load_deployed(path: str | Path, *, trust: bool = False, int8_float_layers: bool = False) -> DeployedModel:
+class OpenVINOFile(DeployedModel):
+    """A packed ``.bnz`` file run by OpenVINO (`binarize.packed.openvino_engine`)."""
+
+    kind = "packed on openvino"
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        from binarize.packed.openvino_engine import load_openvino
+
+        self.model = load_openvino(path)
+
+    def set_threads(self, threads: int) -> None:
+        self.model.set_num_threads(threads)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        return _logits(self.model(x.detach().cpu().numpy()))
+
+    def example_shape(self) -> tuple[int, ...] | None:
+        return self.model.input_shape()
+
+
+ENGINES = ("packed", "openvino")
+
+
+def load_deployed(path: str | Path, *, trust: bool = False, int8_float_layers: bool = False,
+                  engine: str = "packed") -> DeployedModel:
     """The adapter for ``path`` by suffix: ``.onnx``, ``.bnz``, else a torch model source.
-    ``int8_float_layers`` runs a ``.bnz`` file's float layers in int8 (U8S8)."""
+    ``int8_float_layers`` runs a ``.bnz`` file's float layers in int8 (U8S8); ``engine``
+    ``openvino`` runs a ``.bnz`` file on OpenVINO instead of binarize's runtime."""
     path = Path(path)
+    if engine not in ENGINES:
+        raise ConfigError(f"unknown engine {engine!r}", "use --engine packed or --engine openvino")
+    if engine == "openvino" and path.suffix != ".bnz":
+        raise ConfigError(f"--engine openvino runs .bnz files, not {path.name}", "export one with --packed OUT.bnz")
+    if engine == "openvino" and int8_float_layers:
+        raise ConfigError("--int8-float-layers is an option of the packed runtime", "drop it with --engine openvino")
     if not path.exists():
         raise ModelSourceError(f"{path} not found", "give a .pt checkpoint, an .onnx or a .bnz file")
+    if engine == "openvino":
+        return OpenVINOFile(path)
     if path.suffix == ".onnx":
         return OnnxFile(path)
     if path.suffix == ".bnz":

@@ -76,6 +76,8 @@ class OpenVINOModel:
         packed = read_packed(self.path)
         self.metadata = {p.key: p.value for p in packed.metadata_props}
         self.inputs = tuple(v.name for v in packed.graph.input)
+        self._input_dims = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+                            for v in packed.graph.input]
         self.outputs = tuple(v.name for v in packed.graph.output)
         self._core = ov.Core()
         for op in ops.OPS:
@@ -89,6 +91,11 @@ class OpenVINOModel:
                               "report it: the file passed binarize's checks") from None
         self.threads = max(1, int(threads or _all_threads()))
         self._compiled: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+
+    def input_shape(self) -> tuple[int, ...] | None:
+        """The first input's shape without the batch dimension, when the file fixes it."""
+        dims = self._input_dims[0][1:] if self._input_dims else [None]
+        return None if None in dims else tuple(dims)
 
     def set_num_threads(self, threads: int) -> None:
         """CPU threads for later calls (a model is compiled per thread count and input shape)."""
