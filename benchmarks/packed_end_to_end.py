@@ -23,13 +23,19 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
 import torch
 import torchvision
-from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+from onnxruntime.quantization import (
+    CalibrationDataReader,
+    QuantFormat,
+    QuantType,
+    quantize_static,
+)
 from onnxruntime.quantization.shape_inference import quant_pre_process
 from torch import nn
 
@@ -134,7 +140,7 @@ def run(repeats: int) -> list[dict[str, object]]:
             for threads in (1, 2):
                 row: dict[str, object] = {"model": name, "threads": threads, **memory}
                 packed = load_packed(packed_path, threads=threads)
-                row["packed"] = timed(lambda: packed(feed), repeats)
+                row["packed"] = timed(partial(packed, feed), repeats)
                 packed(feed, profile=True)
                 kinds = packed.step_kinds()
                 steps = packed.per_layer_times()
@@ -142,12 +148,12 @@ def run(repeats: int) -> list[dict[str, object]]:
                 row["packed_float_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] == "float")
                 del packed
                 quantized = load_packed(packed_path, threads=threads, int8_float_layers=True)
-                row["packed_int8_float_layers"] = timed(lambda: quantized(feed), repeats)
+                row["packed_int8_float_layers"] = timed(partial(quantized, feed), repeats)
                 del quantized
                 for key, path in files.items():
                     # sessions live only while timed: idle onnxruntime pools spin and would slow the rest
                     runner = session(path, threads)
-                    row[f"ort_{key}"] = timed(lambda: runner.run(None, {"x": feed}), repeats)
+                    row[f"ort_{key}"] = timed(partial(runner.run, None, {"x": feed}), repeats)
                     del runner
                 int8 = min(("ort_int8_QDQ", "ort_int8_QOperator"), key=lambda k: row[k]["median_ms"])
                 row["ort_int8_best"] = int8
@@ -164,7 +170,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
     header = (f"{'model':>20} {'thr':>3} {'packed ms':>15} {'(bin/float)':>12} {'packed+i8fl':>15} {'ort fp32':>15} "
               f"{'ort int8':>15} {'x fp32':>7} {'x int8':>7} {'i8fl x int8':>11} {'file MB':>8} {'RSS+ MB':>8} {'fixed MB':>8}")
     print(header)
-    fmt = lambda cell: f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"  # noqa: E731
+    fmt = lambda cell: f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"
     for r in rows:
         int8 = r[r["ort_int8_best"]]
         print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed']):>15} "

@@ -1,7 +1,7 @@
 """binarize: turn pretrained PyTorch networks into binary neural networks.
 
 The public API is the names in ``__all__``. They load lazily (PEP 562), so that importing one
-part, e.g. the packed runtime for deployment, does not import the others (fx, estimators, onnx).
+part, e.g. the packed runtime for deployment, does not import the others (torch, fx, estimators).
 """
 
 from __future__ import annotations

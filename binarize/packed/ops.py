@@ -73,7 +73,7 @@ def register_schemas() -> None:
         return
     Param = defs.OpSchema.FormalParameter
 
-    def Attr(name: str, default: object, doc: str, **kwargs: bool) -> defs.OpSchema.Attribute:  # noqa: N802
+    def Attr(name: str, default: object, doc: str, **kwargs: bool) -> defs.OpSchema.Attribute:
         if isinstance(default, defs.OpSchema.AttrType):
             return defs.OpSchema.Attribute(name, default, doc, **kwargs)
         return defs.OpSchema.Attribute(name, helper.make_attribute(name, default), doc)
@@ -103,7 +103,7 @@ def register_schemas() -> None:
     ]
     float_type = helper.make_tensor_type_proto(TensorProto.FLOAT, None)
 
-    def output_is_float(context) -> None:  # noqa: ANN001 - onnx's InferenceContext
+    def output_is_float(context) -> None:
         context.set_output_type(0, float_type)
 
     for name, attributes in ((CONV, conv_attributes), (LINEAR, [Attr("in_features", defs.OpSchema.AttrType.INT, "K")])):

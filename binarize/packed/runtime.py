@@ -67,7 +67,7 @@ class PackedModel:
 
     def _build(self, threads: int) -> None:
         model = read_packed(self.path)
-        checksum = dict((p.key, p.value) for p in model.metadata_props)[CHECKSUM_KEY]
+        checksum = {p.key: p.value for p in model.metadata_props}[CHECKSUM_KEY]
         if self._checksum not in (None, checksum):
             raise FormatError(f"{self.path} changed since it was loaded", "load it again")
         self._checksum, self.threads = checksum, threads
@@ -331,8 +331,8 @@ class _Plan:
 
 def _kernel(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dict[str, np.ndarray]) -> Callable[..., np.ndarray]:
     inputs = list(node.input) + [""] * (6 - len(node.input))
-    epilogue = dict(scale=arrays[inputs[ops.SCALE]], shift=arrays[inputs[ops.SHIFT]], activation=a.activation,
-                    slope=arrays[inputs[ops.SLOPE]] if inputs[ops.SLOPE] else None)
+    epilogue = {"scale": arrays[inputs[ops.SCALE]], "shift": arrays[inputs[ops.SHIFT]], "activation": a.activation,
+                "slope": arrays[inputs[ops.SLOPE]] if inputs[ops.SLOPE] else None}
     bits = arrays[inputs[ops.W]]
     if isinstance(a, ops.LinearAttributes):
         return _Linear(kernels.BinaryLinear(bits, in_features=a.in_features, **epilogue))
@@ -342,9 +342,9 @@ def _kernel(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dic
 def _conv_geometry(a: ops.ConvAttributes) -> dict[str, tuple[int, ...]]:
     """Kernel arguments; a 1-d convolution is the 1×k 2-d one."""
     if len(a.kernel_shape) == 1:
-        return dict(kernel=(1, *a.kernel_shape), stride=(1, *a.strides), padding=(0, a.pads[0], 0, a.pads[1]),
-                    dilation=(1, *a.dilations))
-    return dict(kernel=a.kernel_shape, stride=a.strides, padding=a.pads, dilation=a.dilations)
+        return {"kernel": (1, *a.kernel_shape), "stride": (1, *a.strides), "padding": (0, a.pads[0], 0, a.pads[1]),
+                "dilation": (1, *a.dilations)}
+    return {"kernel": a.kernel_shape, "stride": a.strides, "padding": a.pads, "dilation": a.dilations}
 
 
 class _Conv:
@@ -438,7 +438,12 @@ def _quantize(segment: Any, feeds: list[dict[str, np.ndarray]]) -> Any:
     import tempfile
 
     import onnx
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     weights = {t.name for t in segment.graph.initializer if t.data_type == onnx.TensorProto.FLOAT}
     for index, node in enumerate(segment.graph.node):

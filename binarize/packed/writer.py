@@ -23,10 +23,23 @@ from torch import nn
 
 from binarize._files import atomic_path
 from binarize.errors import ConversionError, OutputExistsError
-from binarize.export.freeze import FrozenBinaryConv1d, FrozenBinaryLayer, FrozenBinaryLinear, freeze, frozen_layers
+from binarize.export.freeze import (
+    FrozenBinaryLayer,
+    FrozenBinaryLinear,
+    freeze,
+    frozen_layers,
+)
 from binarize.packed import ops
 from binarize.packed.bits import pack_signs
-from binarize.packed.format import CHECKSUM_KEY, CONFIG_KEY, FORMAT_KEY, FORMAT_NAME, FORMAT_VERSION, VERSION_KEY, tensor_checksum
+from binarize.packed.format import (
+    CHECKSUM_KEY,
+    CONFIG_KEY,
+    FORMAT_KEY,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    VERSION_KEY,
+    tensor_checksum,
+)
 
 _ENTER, _EXIT = "binarize_marker_in", "binarize_marker_out"
 #: ONNX Pad modes for the non-zero padding modes of torch convolutions (circular needs opset 19).

@@ -80,10 +80,13 @@ def _edit(edit: Callable[[Model], None], *, rehash: bool = True) -> Callable[[by
         model = _model(data)
         edit(model)
         if rehash:
-            helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props},
-                                           CHECKSUM_KEY: tensor_checksum(model.graph)})
+            _set_metadata(CHECKSUM_KEY, tensor_checksum(model.graph))(model)
         return model.SerializeToString()
     return apply
+
+
+def _set_metadata(key: str, value: str) -> Callable[[Model], None]:
+    return lambda model: helper.set_model_props(model, {**{p.key: p.value for p in model.metadata_props}, key: value})
 
 
 def _node(model: Model, name: str) -> onnx.NodeProto:
@@ -178,14 +181,10 @@ HOSTILE: dict[str, tuple[Callable[[bytes], bytes], str]] = {
     "truncated": (lambda d: d[: len(d) // 2], "not an ONNX model"),
     "truncated-end": (lambda d: d[:-3], "not an ONNX model"),
     "data-bit-flip": (_flip_data_byte, "checksum mismatch"),
-    "checksum-edited": (_edit(lambda m: helper.set_model_props(m, {**{p.key: p.value for p in m.metadata_props},
-                                                                   CHECKSUM_KEY: "0" * 64}), rehash=False),
-                        "checksum mismatch"),
-    "plain-onnx": (_edit(lambda m: m.metadata_props.pop(0) if m.metadata_props[0].key == "binarize.format"
-                         else [p for p in m.metadata_props if p.key == "binarize.format"][0].__setattr__("value", "x")),
-                   "not a binarize packed file"),
-    "future-version": (_edit(lambda m: next(p for p in m.metadata_props if p.key == "binarize.format_version")
-                             .__setattr__("value", "2")), "newer than this reader"),
+    "checksum-edited": (_edit(_set_metadata(CHECKSUM_KEY, "0" * 64), rehash=False), "checksum mismatch"),
+    "plain-onnx": (_edit(_set_metadata("binarize.format", "onnx")), "not a binarize packed file"),
+    "future-version": (_edit(_set_metadata("binarize.format_version", "2")), "newer than this reader"),
+    "bad-version": (_edit(_set_metadata("binarize.format_version", "one")), "bad format version"),
     "future-domain-version": (_edit(lambda m: next(o for o in m.opset_import if o.domain == ops.DOMAIN)
                                     .__setattr__("version", 2)), "upgrade binarize"),
     "unknown-domain": (_edit(_unknown_domain), "not allowed"),
