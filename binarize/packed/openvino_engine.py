@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from binarize.errors import BinarizeError, ConfigError, FormatError
+from binarize.errors import ConfigError, FormatError
 from binarize.packed import ops
 from binarize.packed.bits import unpack_signs
 from binarize.packed.format import read_packed
@@ -84,9 +84,7 @@ class OpenVINOModel:
             self._core.add_extension(ConversionExtension(op, ops.DOMAIN, lambda node, op=op: _convert(op, node)))
         try:
             self.model = self._core.read_model(packed.SerializeToString())
-        except BinarizeError:
-            raise
-        except Exception as err:  # OpenVINO's own error types, with long multi-line messages
+        except (RuntimeError, ValueError, TypeError) as err:  # OpenVINO's errors, long multi-line messages
             raise FormatError(f"OpenVINO cannot convert {self.path} ({_first_line(err)})",
                               "report it: the file passed binarize's checks") from None
         self.threads = max(1, int(threads or _all_threads()))
@@ -124,7 +122,7 @@ class OpenVINOModel:
         try:
             compiled, request = self._request(tuple(x.shape for x in feeds))
             results = request.infer(feeds)
-        except Exception as err:  # OpenVINO refuses bad shapes with its own error types
+        except (RuntimeError, ValueError, TypeError) as err:  # OpenVINO refuses bad shapes in its own words
             raise FormatError(f"OpenVINO cannot run {self.path} on inputs {[list(x.shape) for x in feeds]} "
                               f"({_first_line(err)})", _RUN_FIX) from None
         outputs = tuple(np.array(results[output]) for output in compiled.outputs)
@@ -182,10 +180,10 @@ def _convert(op: str, node: Any) -> list[Any]:
     if op == ops.CONV:
         kernel = list(node.get_attribute("kernel_shape"))
         rank = len(kernel)
-        geometry = dict(strides=list(node.get_attribute("strides", [1] * rank)),
-                        pads=list(node.get_attribute("pads", [0] * 2 * rank)),
-                        dilations=list(node.get_attribute("dilations", [1] * rank)),
-                        group=int(node.get_attribute("group", 1)), in_channels=int(node.get_attribute("in_channels")))
+        geometry = {"strides": list(node.get_attribute("strides", [1] * rank)),
+                    "pads": list(node.get_attribute("pads", [0] * 2 * rank)),
+                    "dilations": list(node.get_attribute("dilations", [1] * rank)),
+                    "group": int(node.get_attribute("group", 1)), "in_channels": int(node.get_attribute("in_channels"))}
         y = _conv(ov, opset, x, bits, kernel, geometry, binarize_input)
         channel_shape = [out] + [1] * rank
     else:
@@ -240,7 +238,7 @@ def _conv(ov: Any, opset: Any, x: Any, bits: np.ndarray, kernel: list[int], g: d
 
 def _binary_conv(ov: Any, data: Any, bits: np.ndarray, shape: list[int], strides: list[int], pads_begin: list[int],
                  pads_end: list[int], dilations: list[int]) -> Any:
-    import openvino.opset1 as opset1
+    from openvino import opset1
 
     return opset1.binary_convolution(data, _u1_constant(ov, bits, shape), strides, pads_begin, pads_end, dilations,
                                      "xnor-popcount", 0.0)

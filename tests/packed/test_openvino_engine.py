@@ -4,16 +4,31 @@ the facts about OpenVINO the engine relies on (bit order, sign(0), zero padding,
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
+import torch
+import torchvision
+from onnx import TensorProto, helper, numpy_helper
 
-pytest.importorskip("openvino")
+from binarize import BinarizeConfig, convert
+from binarize.errors import ConfigError, FormatError
+from binarize.models import create
+from binarize.packed import load_packed, ops, save_packed
+from binarize.packed.bits import pack_signs
+from binarize.packed.format import (
+    CHECKSUM_KEY,
+    FORMAT_KEY,
+    FORMAT_NAME,
+    VERSION_KEY,
+    tensor_checksum,
+)
+from binarize.packed.openvino_engine import load_openvino, ov_weight_bits
 
-from binarize.packed import load_packed, ops  # noqa: E402
-from binarize.packed.bits import pack_signs  # noqa: E402
-from binarize.packed.openvino_engine import load_openvino, ov_weight_bits  # noqa: E402
+ov = pytest.importorskip("openvino")
 
 
 def write_single_node(path: Path, op: str, input_shape: list[int], signs: np.ndarray, *, attributes: dict,
@@ -21,11 +36,6 @@ def write_single_node(path: Path, op: str, input_shape: list[int], signs: np.nda
                       slope: np.ndarray | None = None, residual: bool = False) -> Path:
     """A packed file of one binarize node (``signs``: ±1 [O, K]); scale 1 and shift 0 by default,
     so that its output is the integer accumulator. With ``residual`` the input is added back."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    from binarize.packed.format import CHECKSUM_KEY, FORMAT_KEY, FORMAT_NAME, VERSION_KEY, tensor_checksum
-
     out = signs.shape[0]
     tensors = {"W": pack_signs(signs), "scale": np.ones(out, np.float32) if scale is None else scale,
                "shift": np.zeros(out, np.float32) if shift is None else shift}
@@ -60,8 +70,8 @@ def test_conv_accumulators_equal_bit_for_bit(tmp_path: Path) -> None:
     exact zeros in the input (sign(0) = +1): every integer accumulator equal."""
     rng = np.random.default_rng(0)
     signs = random_signs(rng, 12, 72)
-    path = write_single_node(tmp_path / "conv.bnz", ops.CONV, [2, 8, 9, 9], signs, attributes=dict(
-        in_channels=8, kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]))
+    path = write_single_node(tmp_path / "conv.bnz", ops.CONV, [2, 8, 9, 9], signs, attributes={
+        "in_channels": 8, "kernel_shape": [3, 3], "strides": [2, 2], "pads": [1, 1, 1, 1]})
     x = rng.standard_normal((2, 8, 9, 9)).astype(np.float32)
     x[x < -0.5] = 0.0  # threshold 0 in the FakeQuantize sends these to −1: off by up to 26 here
     x[0, 0, 0, :3] = [-0.0, -np.finfo(np.float32).smallest_subnormal, np.finfo(np.float32).smallest_subnormal]
@@ -72,17 +82,17 @@ def test_conv_accumulators_equal_bit_for_bit(tmp_path: Path) -> None:
 
 CASES = {
     # name: (op, input shape, O, K, attributes)
-    "grouped conv": (ops.CONV, [2, 8, 7, 7], 12, 4 * 9, dict(in_channels=8, kernel_shape=[3, 3], pads=[1, 0, 2, 1],
-                                                             group=2)),
-    "depthwise dilated conv": (ops.CONV, [1, 6, 9, 9], 6, 9, dict(in_channels=6, kernel_shape=[3, 3], pads=[2, 2, 2, 2],
-                                                                  dilations=[2, 2], group=6)),
-    "conv1d": (ops.CONV, [2, 8, 20], 7, 8 * 5, dict(in_channels=8, kernel_shape=[5], strides=[2], pads=[2, 1])),
-    "conv, 12 channels": (ops.CONV, [2, 12, 6, 6], 5, 12 * 9, dict(in_channels=12, kernel_shape=[3, 3])),
-    "linear on tokens": (ops.LINEAR, [2, 3, 136], 9, 136, dict(in_features=136)),
-    "linear, K = 130": (ops.LINEAR, [4, 130], 9, 130, dict(in_features=130)),
-    "W1A32 conv": (ops.CONV, [2, 4, 6, 6], 5, 4 * 9, dict(in_channels=4, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
-                                                          binarize_input=0)),
-    "W1A32 linear": (ops.LINEAR, [3, 70], 4, 70, dict(in_features=70, binarize_input=0)),
+    "grouped conv": (ops.CONV, [2, 8, 7, 7], 12, 4 * 9, {"in_channels": 8, "kernel_shape": [3, 3], "pads": [1, 0, 2, 1],
+                                                             "group": 2}),
+    "depthwise dilated conv": (ops.CONV, [1, 6, 9, 9], 6, 9, {"in_channels": 6, "kernel_shape": [3, 3], "pads": [2, 2, 2, 2],
+                                                                  "dilations": [2, 2], "group": 6}),
+    "conv1d": (ops.CONV, [2, 8, 20], 7, 8 * 5, {"in_channels": 8, "kernel_shape": [5], "strides": [2], "pads": [2, 1]}),
+    "conv, 12 channels": (ops.CONV, [2, 12, 6, 6], 5, 12 * 9, {"in_channels": 12, "kernel_shape": [3, 3]}),
+    "linear on tokens": (ops.LINEAR, [2, 3, 136], 9, 136, {"in_features": 136}),
+    "linear, K = 130": (ops.LINEAR, [4, 130], 9, 130, {"in_features": 130}),
+    "W1A32 conv": (ops.CONV, [2, 4, 6, 6], 5, 4 * 9, {"in_channels": 4, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1],
+                                                          "binarize_input": 0}),
+    "W1A32 linear": (ops.LINEAR, [3, 70], 4, 70, {"in_features": 70, "binarize_input": 0}),
 }
 
 
@@ -109,10 +119,13 @@ def test_fused_epilogue_with_residual(activation: str, tmp_path: Path) -> None:
     """act(dot·scale + shift + R) with per-channel vectors, R the node's own input."""
     rng = np.random.default_rng(2)
     out = 6
-    vector = lambda: rng.standard_normal(out).astype(np.float32)  # noqa: E731
+
+    def vector() -> np.ndarray:
+        return rng.standard_normal(out).astype(np.float32)
+
     path = write_single_node(
         tmp_path / "epilogue.bnz", ops.CONV, [2, 6, 5, 5], random_signs(rng, out, 6 * 9), residual=True,
-        attributes=dict(in_channels=6, kernel_shape=[3, 3], pads=[1, 1, 1, 1], activation=activation),
+        attributes={"in_channels": 6, "kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "activation": activation},
         scale=np.abs(vector()) * 0.05, shift=vector(), slope=vector() if activation == "prelu" else None)
     x = rng.standard_normal((2, 6, 5, 5)).astype(np.float32)
     expected, actual = both(path, x)
@@ -125,8 +138,6 @@ def test_weight_bits_are_lsb_first_unlike_a_u1_constant_made_from_a_list() -> No
     """The CPU kernel reads element i from bit i % 8 (the accumulator tests prove it) and 1 = +1
     (the file: set = −1). OpenVINO packs a u1 constant made from a Python list the other way
     round, most significant bit first, which is why the engine writes the bytes itself."""
-    import openvino as ov
-
     values = [1, 0, 0, 0, 0, 0, 0, 0, 0, 1]
     signs = np.array([values], np.float32) * 2 - 1
     assert list(ov_weight_bits(pack_signs(signs), 10)) == [0b0000_0001, 0b0000_0010]
@@ -134,11 +145,9 @@ def test_weight_bits_are_lsb_first_unlike_a_u1_constant_made_from_a_list() -> No
     assert list(np.asarray(from_list.get_data()).view(np.uint8)) == [0b1000_0000, 0b0100_0000]
 
 
-def assert_engines_agree(model: "torch.nn.Module", x: "torch.Tensor", path: Path) -> None:
-    """Exports ``model`` (torch), then OpenVINO's logits against the packed runtime's: float
-    tolerance, top-1 equal."""
-    from binarize.packed import save_packed
-
+def assert_engines_agree(model: torch.nn.Module, x: torch.Tensor, path: Path) -> None:
+    """Exports ``model``, then OpenVINO's logits against the packed runtime's: float tolerance,
+    top-1 equal."""
     save_packed(model, path, (x,))
     expected = load_packed(path, threads=1)(x.numpy())
     engine = load_openvino(path, threads=1)
@@ -148,9 +157,7 @@ def assert_engines_agree(model: "torch.nn.Module", x: "torch.Tensor", path: Path
     assert engine.binary_layer_count() > 0
 
 
-def _converted(model: "torch.nn.Module", x: "torch.Tensor") -> "torch.nn.Module":
-    from binarize import BinarizeConfig, convert
-
+def _converted(model: torch.nn.Module, x: torch.Tensor) -> torch.nn.Module:
     return convert(model.eval(), BinarizeConfig(), example_inputs=(x,)).eval()
 
 
@@ -161,10 +168,6 @@ def test_small_net_file(small_bnz: Path) -> None:
 
 
 def test_demo_model(tmp_path: Path) -> None:
-    import torch
-
-    from binarize.models import create
-
     x = torch.randn(16, 1, 8, 8)
     assert_engines_agree(_converted(create("digits_cnn"), x), x, tmp_path / "digits.bnz")
 
@@ -176,9 +179,6 @@ def test_demo_model(tmp_path: Path) -> None:
         "convnext_tiny", "mobilenet_v3_small")),
 ])
 def test_torchvision_models(name: str, tmp_path: Path) -> None:
-    import torch
-    import torchvision
-
     torch.manual_seed(0)
     x = torch.randn(2, 3, 48 if name == "resnet18" else 64, 48 if name == "resnet18" else 64)
     model = getattr(torchvision.models, name)(num_classes=10)
@@ -187,8 +187,6 @@ def test_torchvision_models(name: str, tmp_path: Path) -> None:
 
 def test_float_parts_run_in_f32_unless_asked(small_bnz: Path) -> None:
     """OpenVINO's CPU default on bf16-capable machines is bf16 (it changed top-1 classes)."""
-    import openvino as ov
-
     shape = [(1, 3, 8, 8)]
     assert load_openvino(small_bnz).compiled(shape).get_property("INFERENCE_PRECISION_HINT") == ov.Type.f32
     bf16 = load_openvino(small_bnz, precision="bf16").compiled(shape).get_property("INFERENCE_PRECISION_HINT")
@@ -197,11 +195,6 @@ def test_float_parts_run_in_f32_unless_asked(small_bnz: Path) -> None:
 
 def test_file_is_validated_by_binarize_before_openvino_sees_it(small_bnz: Path, tmp_path: Path,
                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
-    import onnx
-    import openvino as ov
-
-    from binarize.errors import FormatError
-
     model = onnx.load(str(small_bnz))
     weights = model.graph.initializer[0]
     weights.raw_data = bytes([weights.raw_data[0] ^ 0xFF]) + weights.raw_data[1:]  # only the checksum notices
@@ -213,10 +206,6 @@ def test_file_is_validated_by_binarize_before_openvino_sees_it(small_bnz: Path, 
 
 
 def test_without_openvino_one_error_names_the_extra(small_bnz: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from binarize.errors import ConfigError
-
     monkeypatch.setitem(sys.modules, "openvino", None)
     with pytest.raises(ConfigError, match=r"pip install 'binarize\[openvino\]'"):
         load_openvino(small_bnz)
