@@ -1,71 +1,87 @@
-"""Per-layer benchmark: packed binary 3x3 conv vs onnxruntime fp32 Conv and int8 QLinearConv.
+"""Per-layer benchmark: the native binary conv kernel vs onnxruntime fp32 Conv and int8 U8S8 Conv.
 
-ResNet-18's 3x3 shapes at batch 1 (56²×64, 28²×128, 14²×256, 7²×512), threads 1 and 2. The
-packed time includes packing the activations' signs, the xor/popcount kernel, the border
-correction and the scale; onnxruntime runs one Conv (fp32) or one QLinearConv (U8 activations,
-S8 weights) on already-quantized input. Prints a table and writes JSON (``--json PATH``).
-Ratios are measured in one run and are noisy on shared machines: read them, never assert them.
+ResNet-18's 3x3 shapes at batch 1 (56²×64, 28²×128, 14²×256, 7²×512) plus CIFAR ResNet-20's
+8²×64 (K = 576 at a small image), 3x3, stride 1, zero padding 1, at 1 and 2 threads. The binary
+time is one `kernels.BinaryConv` call on float input: sign packing, the xor/popcount kernel,
+the exact border correction and the epilogue (scale, shift, ReLU). onnxruntime runs one fp32
+Conv, and one int8 U8S8 static Conv in both encodings, QDQ (float in, Q/DQ around the conv,
+which onnxruntime fuses) and QOperator (QLinearConv on already quantized uint8 input); the
+faster of the two is reported. All runtimes run in one process; each reports the median and
+minimum of many calls, with a pause between runtimes (their worker threads keep spinning after
+a call and would steal the second core from the next one). Throughput is in T bit-MAC/s
+(K·O·Ho·Wo per call) per core; "scaling" is the 1-thread time over the 2-thread time.
 
-    python benchmarks/packed_layers.py [--repeats 200] [--json packed_layers.json]
+Timings on a shared machine are noisy: read the ratios, measured in one run; never assert them.
+
+    python benchmarks/packed_layers.py [--repeats 300] [--path avx2] [--json packed_layers.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import platform
+import statistics
 import time
 from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
-import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 
 from binarize.packed import kernels
 from binarize.packed.bits import pack_signs
-from binarize.packed.runtime import BinaryConv
 
-SHAPES = [(56, 64), (28, 128), (14, 256), (7, 512)]  # (spatial size, channels), 3x3, stride 1, pad 1
+SHAPES = [(56, 64), (28, 128), (14, 256), (7, 512), (8, 64)]  # (spatial size, channels), 3x3, pad 1
+PAUSE_S = 0.3
+# int8 quantization parameters: activations ~N(0, 1) → uint8 with zero point 128
+X_SCALE, W_SCALE, Y_SCALE = 0.02, 0.025, 0.05
 
 
-def best_time(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after a warm-up (seconds): the least disturbed by
-    other processes on a shared machine."""
-    for _ in range(max(3, repeats // 10)):
+def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median and minimum seconds of ``repeats`` calls after a warm-up, then a pause."""
+    for _ in range(max(5, repeats // 10)):
         fn()
     samples = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         samples.append(time.perf_counter() - start)
-    return min(samples)
+    time.sleep(PAUSE_S)
+    return {"median": statistics.median(samples), "min": min(samples)}
 
 
-def onnx_conv(channels: int, quantized: bool) -> bytes:
+def _tensor(name: str, array: np.ndarray):
+    return numpy_helper.from_array(np.asarray(array), name)
+
+
+def onnx_conv(channels: int, encoding: str) -> bytes:
+    """One 3x3 conv as an ONNX model: "fp32", "qdq" (U8S8 in Q/DQ form) or "qop" (QLinearConv)."""
     weight = np.random.default_rng(0).standard_normal((channels, channels, 3, 3)).astype(np.float32)
+    w8 = np.clip(np.round(weight / W_SCALE), -127, 127).astype(np.int8)
     attrs = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
-    if not quantized:
-        node = helper.make_node("Conv", ["x", "w"], ["y"], **attrs)
-        inits = [helper.make_tensor("w", TensorProto.FLOAT, weight.shape, weight.ravel())]
-        x_type = TensorProto.FLOAT
-    else:
-        names = ["x", "xs", "xz", "w", "ws", "wz", "ys", "yz"]
-        node = helper.make_node("QLinearConv", names, ["y"], **attrs)
-        w8 = np.clip(np.round(weight * 40), -127, 127).astype(np.int8)
-        inits = [
-            helper.make_tensor("xs", TensorProto.FLOAT, [], [0.02]),
-            helper.make_tensor("xz", TensorProto.UINT8, [], [128]),
-            helper.make_tensor("w", TensorProto.INT8, w8.shape, w8.ravel().tolist()),
-            helper.make_tensor("ws", TensorProto.FLOAT, [], [0.025]),
-            helper.make_tensor("wz", TensorProto.INT8, [], [0]),
-            helper.make_tensor("ys", TensorProto.FLOAT, [], [0.05]),
-            helper.make_tensor("yz", TensorProto.UINT8, [], [128]),
+    scalars = [_tensor("xs", np.float32(X_SCALE)), _tensor("xz", np.uint8(128)), _tensor("ws", np.float32(W_SCALE)),
+               _tensor("wz", np.int8(0)), _tensor("ys", np.float32(Y_SCALE)), _tensor("yz", np.uint8(128))]
+    x_type = TensorProto.FLOAT
+    if encoding == "fp32":
+        nodes = [helper.make_node("Conv", ["x", "w"], ["y"], **attrs)]
+        inits = [_tensor("w", weight)]
+    elif encoding == "qdq":
+        nodes = [
+            helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+            helper.make_node("DequantizeLinear", ["xq", "xs", "xz"], ["xd"]),
+            helper.make_node("DequantizeLinear", ["w8", "ws", "wz"], ["wd"]),
+            helper.make_node("Conv", ["xd", "wd"], ["c"], **attrs),
+            helper.make_node("QuantizeLinear", ["c", "ys", "yz"], ["cq"]),
+            helper.make_node("DequantizeLinear", ["cq", "ys", "yz"], ["y"]),
         ]
+        inits = [_tensor("w8", w8), *scalars]
+    else:
+        nodes = [helper.make_node("QLinearConv", ["x", "xs", "xz", "w8", "ws", "wz", "ys", "yz"], ["y"], **attrs)]
+        inits = [_tensor("w8", w8), *scalars]
         x_type = TensorProto.UINT8
-    graph = helper.make_graph(
-        [node], "conv", [helper.make_tensor_value_info("x", x_type, [1, channels, None, None])],
-        [helper.make_tensor_value_info("y", x_type, None)], inits,
-    )
+    graph = helper.make_graph(nodes, "conv", [helper.make_tensor_value_info("x", x_type, [1, channels, None, None])],
+                              [helper.make_tensor_value_info("y", x_type, None)], inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
     model.ir_version = 8  # readable by older onnxruntime releases too
     return model.SerializeToString()
@@ -79,67 +95,66 @@ def ort_session(model: bytes, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def packed_layer(channels: int) -> BinaryConv:
-    signs = np.where(np.random.default_rng(1).random((channels, channels * 9)) < 0.5, -1.0, 1.0)
-    params = {"dims": 2, "in_channels": channels, "out_channels": channels, "kernel_size": [3, 3],
-              "stride": [1, 1], "padding": [1, 1], "dilation": [1, 1], "groups": 1,
-              "padding_mode": "zeros", "binary_input": True}
-    return BinaryConv(params, pack_signs(signs), np.ones(channels, np.float32), np.zeros(channels, np.float32))
+def binary_layer(channels: int) -> kernels.BinaryConv:
+    rng = np.random.default_rng(1)
+    signs = np.where(rng.random((channels, channels * 9)) < 0.5, -1.0, 1.0)
+    return kernels.BinaryConv(pack_signs(signs), in_channels=channels, kernel=(3, 3), padding=(1, 1, 1, 1),
+                              scale=rng.random(channels, dtype=np.float32), shift=rng.random(channels, dtype=np.float32),
+                              activation="relu")
 
 
-def run(repeats: int) -> list[dict[str, float]]:
-    rows = []
-    for threads in (1, 2):
-        kernels.set_num_threads(threads)
-        torch.set_num_threads(threads)
-        for size, channels in SHAPES:
-            x = torch.randn(1, channels, size, size).contiguous(memory_format=torch.channels_last)
-            layer = packed_layer(channels)
-            fp32 = ort_session(onnx_conv(channels, quantized=False), threads)
-            int8 = ort_session(onnx_conv(channels, quantized=True), threads)
-            x8 = np.random.default_rng(2).integers(0, 255, (1, channels, size, size), dtype=np.uint8)
-            xf = x.numpy()
-            with torch.no_grad():
-                t_packed = best_time(lambda: layer(x), repeats)
-            bits = kernels.pack_conv_input(xf, 1, (1, 1))
-            border = layer._border_correction(size, size, (1, 1))
-            ones, zeros = np.ones(channels, np.float32), np.zeros(channels, np.float32)
-            t_kernel = best_time(  # the xor/popcount kernel alone, on already packed activations
-                lambda: kernels.binary_conv(bits, layer.words, (1, 1), (1, 1), (size, size), channels * 9,
-                                            border, ones, zeros),
-                repeats,
-            )
-            x_nchw = x.contiguous().numpy()  # what onnxruntime expects, so it needs no copy
-            t_fp32 = best_time(lambda: fp32.run(None, {"x": x_nchw}), repeats)
-            t_int8 = best_time(lambda: int8.run(None, {"x": x8}), repeats)
-            macs = channels * size * size * channels * 9
-            rows.append({
-                "threads": threads, "shape": f"{size}x{size}x{channels}", "K": channels * 9,
-                "packed_ms": t_packed * 1e3, "kernel_only_ms": t_kernel * 1e3,
-                "ort_fp32_ms": t_fp32 * 1e3, "ort_int8_ms": t_int8 * 1e3,
-                "speedup_vs_fp32": t_fp32 / t_packed, "speedup_vs_int8": t_int8 / t_packed,
-                "tbitmac_per_s": macs / t_packed / 1e12,
-                "tbitmac_per_s_per_core": macs / t_packed / 1e12 / threads,
-            })
-    return rows
+def measure(size: int, channels: int, threads: int, repeats: int) -> dict:
+    kernels.set_num_threads(threads)
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, channels, size, size)).astype(np.float32)
+    x8 = np.clip(np.round(x / X_SCALE) + 128, 0, 255).astype(np.uint8)
+    layer = binary_layer(channels)
+    times = {"binary": timed(lambda: layer(x), repeats)}
+    for encoding, feed in (("fp32", x), ("qdq", x), ("qop", x8)):
+        session = ort_session(onnx_conv(channels, encoding), threads)
+        times[encoding] = timed(lambda s=session, f=feed: s.run(None, {"x": f}), repeats)
+        del session
+    int8 = "qdq" if times["qdq"]["median"] <= times["qop"]["median"] else "qop"
+    macs = channels * 9 * channels * size * size
+    binary = times["binary"]["median"]
+    return {
+        "threads": threads, "shape": f"{size}x{size}x{channels}", "K": channels * 9, "bit_macs": macs,
+        "times_ms": {name: {k: v * 1e3 for k, v in t.items()} for name, t in times.items()},
+        "int8_encoding": int8,
+        "vs_fp32": times["fp32"]["median"] / binary,
+        "vs_int8": times[int8]["median"] / binary,
+        "tbitmac_per_s_per_core": macs / binary / 1e12 / threads,
+        "tbitmac_per_s_per_core_best": macs / times["binary"]["min"] / 1e12 / threads,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=200, help="timed calls per measurement (median)")
+    parser.add_argument("--repeats", type=int, default=300, help="timed calls per runtime and shape")
+    parser.add_argument("--path", choices=kernels.PATHS, default=None, help="kernel dispatch path (default: best)")
     parser.add_argument("--json", default="packed_layers.json", help="where to write the results")
     args = parser.parse_args()
-    rows = run(args.repeats)
-    print(f"kernels: {kernels.BACKEND}; onnxruntime {ort.__version__}")
-    header = (f"{'thr':>3} {'shape':>10} {'K':>5} {'packed ms':>10} {'kernel ms':>10} {'ort fp32':>9} "
-              f"{'ort int8':>9} {'x fp32':>7} {'x int8':>7} {'T bitMAC/s/core':>16}")
-    print(header)
+    kernels.force_path(args.path)
+    rows = [measure(size, channels, threads, args.repeats) for threads in (1, 2) for size, channels in SHAPES]
+    one = {r["shape"]: r for r in rows if r["threads"] == 1}
     for r in rows:
-        print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {r['packed_ms']:>10.3f} {r['kernel_only_ms']:>10.3f} "
-              f"{r['ort_fp32_ms']:>9.3f} {r['ort_int8_ms']:>9.3f} {r['speedup_vs_fp32']:>7.2f} "
-              f"{r['speedup_vs_int8']:>7.2f} {r['tbitmac_per_s_per_core']:>16.3f}")
+        if r["threads"] == 2:
+            r["scaling"] = one[r["shape"]]["times_ms"]["binary"]["median"] / r["times_ms"]["binary"]["median"]
+    print(f"kernel path: {kernels.active_path()} (available: {', '.join(kernels.PATHS)}); "
+          f"onnxruntime {ort.__version__}; {platform.processor() or platform.machine()}; median (min) ms")
+    print(f"{'thr':>3} {'shape':>10} {'K':>5} {'binary':>15} {'ort fp32':>15} {'ort int8':>19} "
+          f"{'x fp32':>7} {'x int8':>7} {'T/s/core':>9} {'best':>6} {'scaling':>7}")
+    for r in rows:
+        t = r["times_ms"]
+        cell = lambda name: f"{t[name]['median']:.3f} ({t[name]['min']:.3f})"  # noqa: E731
+        print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {cell('binary'):>15} {cell('fp32'):>15} "
+              f"{r['int8_encoding'] + ' ' + cell(r['int8_encoding']):>19} {r['vs_fp32']:>7.1f} {r['vs_int8']:>7.2f} "
+              f"{r['tbitmac_per_s_per_core']:>9.3f} {r['tbitmac_per_s_per_core_best']:>6.3f} "
+              f"{r.get('scaling', float('nan')):>7.2f}")
     with open(args.json, "w") as handle:
-        json.dump({"onnxruntime": ort.__version__, "kernels": kernels.BACKEND, "rows": rows}, handle, indent=2)
+        json.dump({"onnxruntime": ort.__version__, "kernel_path": kernels.active_path(), "paths": list(kernels.PATHS),
+                   "rows": rows}, handle, indent=2)
+    print(f"wrote {args.json}")
 
 
 if __name__ == "__main__":

@@ -262,7 +262,8 @@ typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
             memcpy(&w0, w + (long)t * OT, sizeof w0);                                          \
             memcpy(&w1, w + (long)t * OT + 8, sizeof w1);                                      \
             for (int p = 0; p < 8; p++) {                                                      \
-                const uint64_t v = a[p][o];                                                    \
+                u64x8 v;                                                                       \
+                for (int lane = 0; lane < 8; lane++) v[lane] = a[p][o];                        \
                 s[p][0] += POPCOUNT(w0 ^ v);                                                   \
                 s[p][1] += POPCOUNT(w1 ^ v);                                                   \
             }                                                                                  \
@@ -274,10 +275,15 @@ typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
             }                                                                                  \
     }
 
+/* Bit-slicing popcount on whole vectors (no popcnt instruction needed, no libgcc call). */
 static inline __attribute__((always_inline)) u64x8 popcount_portable(u64x8 v) {
-    u64x8 r;
-    for (int lane = 0; lane < 8; lane++) r[lane] = (uint64_t)__builtin_popcountll(v[lane]);
-    return r;
+    v -= (v >> 1) & 0x5555555555555555ull;
+    v = (v & 0x3333333333333333ull) + ((v >> 2) & 0x3333333333333333ull);
+    v = (v + (v >> 4)) & 0x0f0f0f0f0f0f0f0full;
+    v += v >> 8;
+    v += v >> 16;
+    v += v >> 32;
+    return v & 0x7f;
 }
 DEFINE_TILE(tile_portable, , popcount_portable)
 
@@ -288,50 +294,53 @@ AVX512 static inline __attribute__((always_inline)) u64x8 popcount_avx512(u64x8 
 }
 DEFINE_TILE(tile_avx512, AVX512, popcount_avx512)
 
-/* 2 pixels x 4 ymm (16 channels). Popcount by nibble table (vpshufb): byte counts add up in
- * 8-bit lanes for at most 31 steps (8 per step), then vpsadbw folds them into 64-bit sums. */
+/* 2 pixels x 16 channels, in two passes of 8 channels (2 ymm) so that the 4 accumulators,
+ * the table and the temporaries fit the 16 ymm registers (no spilled accumulator chains).
+ * Popcount by nibble table (vpshufb): byte counts add up in 8-bit lanes for at most 31 steps
+ * (8 per step), then vpsadbw folds them into 64-bit sums. */
 __attribute__((target("avx2"))) static void tile_avx2(const uint64_t *const *a, const int64_t *off, int taps,
                                                        const uint64_t *w, int32_t acc[PT_MAX][OT]) {
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
     const uint64_t *a0 = a[0], *a1 = a[1];
-    __m256i total[2][4];
-    for (int p = 0; p < 2; p++)
-        for (int v = 0; v < 4; v++) total[p][v] = zero;
-    for (int t0 = 0; t0 < taps; t0 += 31) {
-        int t1 = t0 + 31 < taps ? t0 + 31 : taps;
-        __m256i b00 = zero, b01 = zero, b02 = zero, b03 = zero, b10 = zero, b11 = zero, b12 = zero, b13 = zero;
-        for (int t = t0; t < t1; t++) {
-            const int64_t o = off[t];
-            const uint64_t *wt = w + (long)t * OT;
-            const __m256i v0 = _mm256_set1_epi64x((long long)a0[o]);
-            const __m256i v1 = _mm256_set1_epi64x((long long)a1[o]);
-#define COUNT(ACC, V, J)                                                                       \
+    for (int half = 0; half < 2; half++) {
+        const uint64_t *wh = w + 8 * half;
+        __m256i total00 = zero, total01 = zero, total10 = zero, total11 = zero;
+        for (int t0 = 0; t0 < taps; t0 += 31) {
+            const int t1 = t0 + 31 < taps ? t0 + 31 : taps;
+            __m256i b00 = zero, b01 = zero, b10 = zero, b11 = zero;
+            for (int t = t0; t < t1; t++) {
+                const int64_t o = off[t];
+                const uint64_t *wt = wh + (long)t * OT;
+                const __m256i w0 = _mm256_loadu_si256((const __m256i *)wt);
+                const __m256i w1 = _mm256_loadu_si256((const __m256i *)(wt + 4));
+                const __m256i v0 = _mm256_set1_epi64x((long long)a0[o]);
+                const __m256i v1 = _mm256_set1_epi64x((long long)a1[o]);
+#define COUNT(ACC, V, W)                                                                       \
     {                                                                                          \
-        const __m256i x = _mm256_xor_si256(V, _mm256_loadu_si256((const __m256i *)(wt + 4 * (J)))); \
+        const __m256i x = _mm256_xor_si256(V, W);                                              \
         ACC = _mm256_add_epi8(ACC, _mm256_shuffle_epi8(table, _mm256_and_si256(x, low)));      \
         ACC = _mm256_add_epi8(ACC, _mm256_shuffle_epi8(table, _mm256_and_si256(_mm256_srli_epi16(x, 4), low))); \
     }
-            COUNT(b00, v0, 0) COUNT(b01, v0, 1) COUNT(b02, v0, 2) COUNT(b03, v0, 3)
-            COUNT(b10, v1, 0) COUNT(b11, v1, 1) COUNT(b12, v1, 2) COUNT(b13, v1, 3)
+                COUNT(b00, v0, w0) COUNT(b01, v0, w1) COUNT(b10, v1, w0) COUNT(b11, v1, w1)
 #undef COUNT
+            }
+            total00 = _mm256_add_epi64(total00, _mm256_sad_epu8(b00, zero));
+            total01 = _mm256_add_epi64(total01, _mm256_sad_epu8(b01, zero));
+            total10 = _mm256_add_epi64(total10, _mm256_sad_epu8(b10, zero));
+            total11 = _mm256_add_epi64(total11, _mm256_sad_epu8(b11, zero));
         }
-        total[0][0] = _mm256_add_epi64(total[0][0], _mm256_sad_epu8(b00, zero));
-        total[0][1] = _mm256_add_epi64(total[0][1], _mm256_sad_epu8(b01, zero));
-        total[0][2] = _mm256_add_epi64(total[0][2], _mm256_sad_epu8(b02, zero));
-        total[0][3] = _mm256_add_epi64(total[0][3], _mm256_sad_epu8(b03, zero));
-        total[1][0] = _mm256_add_epi64(total[1][0], _mm256_sad_epu8(b10, zero));
-        total[1][1] = _mm256_add_epi64(total[1][1], _mm256_sad_epu8(b11, zero));
-        total[1][2] = _mm256_add_epi64(total[1][2], _mm256_sad_epu8(b12, zero));
-        total[1][3] = _mm256_add_epi64(total[1][3], _mm256_sad_epu8(b13, zero));
+        const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6); /* low halves of 64-bit sums */
+        _mm_storeu_si128((__m128i *)(acc[0] + 8 * half),
+                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total00, order)));
+        _mm_storeu_si128((__m128i *)(acc[0] + 8 * half + 4),
+                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total01, order)));
+        _mm_storeu_si128((__m128i *)(acc[1] + 8 * half),
+                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total10, order)));
+        _mm_storeu_si128((__m128i *)(acc[1] + 8 * half + 4),
+                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total11, order)));
     }
-    for (int p = 0; p < 2; p++)
-        for (int v = 0; v < 4; v++) {
-            int64_t lanes[4];
-            _mm256_storeu_si256((__m256i *)lanes, total[p][v]);
-            for (int j = 0; j < 4; j++) acc[p][4 * v + j] = (int32_t)lanes[j];
-        }
 }
 #endif
 
@@ -347,8 +356,11 @@ static tile_fn tile_kernel(int path) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* convolution driver: units = (group, 16-channel block, pixel tile), pixel tiles run over the  */
-/* flattened N*Ho*Wo outputs so that narrow images and batches fill whole tiles                 */
+/* convolution driver: units = (group, 16-channel block, chunk of up to CHUNK output pixels of  */
+/* one image). A chunk's pixels are consecutive in every output plane, so the epilogue runs as  */
+/* contiguous (vectorizable) loops per channel once the micro-kernels have filled the chunk.    */
+
+#define CHUNK 64 /* a multiple of every path's pixels per tile */
 
 /* Weight sum over the taps of output (oy, ox) that fall into the zero padding. */
 static inline int32_t padding_taps(const geometry *g, const int32_t *wsum_o, int oy, int ox) {
@@ -364,56 +376,78 @@ static inline int32_t padding_taps(const geometry *g, const int32_t *wsum_o, int
     return sum;
 }
 
+static inline int is_edge(const geometry *g, int oy, int ox) {
+    return oy * g->sh < g->pt || ox * g->sw < g->pl || oy * g->sh + (g->kh - 1) * g->dh >= g->pt + g->h
+           || ox * g->sw + (g->kw - 1) * g->dw >= g->pl + g->w;
+}
+
+/* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel. */
+static void epilogue(const conv_call *call, int o, const int32_t *restrict dot, long at, int count) {
+    const float scale = call->scale[o], shift = call->shift[o];
+    float *restrict y = (float *)call->out + at;
+    if (call->integer_output) {
+        memcpy((int32_t *)call->out + at, dot, (size_t)count * sizeof(int32_t));
+        return;
+    }
+    for (int p = 0; p < count; p++) y[p] = (float)dot[p] * scale + shift;
+    if (call->residual) {
+        const float *restrict r = call->residual + at;
+        for (int p = 0; p < count; p++) y[p] += r[p];
+    }
+    if (call->activation == 1) {
+        for (int p = 0; p < count; p++) y[p] = y[p] > 0.0f ? y[p] : 0.0f;
+    } else if (call->activation == 2) {
+        for (int p = 0; p < count; p++) y[p] = y[p] < -1.0f ? -1.0f : (y[p] > 1.0f ? 1.0f : y[p]);
+    } else if (call->activation == 3) {
+        const float slope = call->slope[o];
+        for (int p = 0; p < count; p++) y[p] = y[p] >= 0.0f ? y[p] : y[p] * slope;
+    }
+}
+
 static void conv_task(void *ctx, int worker, int workers) {
     const conv_call *call = ctx;
     const geometry *g = call->g;
     const int pixels_per_tile = PATH_PIXELS[call->path];
     const tile_fn tile = tile_kernel(call->path);
-    const long plane = (long)g->ho * g->wo, pixels = (long)g->n * plane;
-    const long tiles = (pixels + pixels_per_tile - 1) / pixels_per_tile;
+    const long plane = (long)g->ho * g->wo, chunks = (plane + CHUNK - 1) / CHUNK;
     const long words_per_pixel = (long)g->groups * g->cw;
     long begin, end;
-    share((long)g->groups * g->ob * tiles, worker, workers, &begin, &end);
+    share((long)g->groups * g->ob * g->n * chunks, worker, workers, &begin, &end);
     int32_t acc[PT_MAX][OT];
-    const uint64_t *a[PT_MAX];
-    int where[PT_MAX][3];
+    int32_t dot[OT][CHUNK];
+    const uint64_t *a[CHUNK + PT_MAX];
+    int edge[CHUNK], rows[CHUNK], cols[CHUNK];
     for (long unit = begin; unit < end; unit++) {
-        const long tile_index = unit % tiles, block = unit / tiles;
+        const long chunk = unit % chunks, image = unit / chunks % g->n, block = unit / chunks / g->n;
         const int grp = (int)(block / g->ob), ob = (int)(block % g->ob);
-        const long first = tile_index * pixels_per_tile;
-        const int count = pixels - first < pixels_per_tile ? (int)(pixels - first) : pixels_per_tile;
-        for (int p = 0; p < pixels_per_tile; p++) {
-            long q = first + (p < count ? p : count - 1); /* a short last tile repeats its last pixel */
-            int n = (int)(q / plane), r = (int)(q % plane), oy = r / g->wo, ox = r % g->wo;
-            where[p][0] = n, where[p][1] = oy, where[p][2] = ox;
-            a[p] = call->a + (((long)n * g->hp + (long)oy * g->sh) * g->wp + (long)ox * g->sw) * words_per_pixel
-                   + (long)grp * g->cw;
-        }
-        tile(a, call->offsets, g->taps, call->b + (long)block * g->taps * OT, acc);
-        const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
+        const long first = chunk * CHUNK;
+        const int count = plane - first < CHUNK ? (int)(plane - first) : CHUNK;
+        const uint64_t *image_words = call->a + image * g->hp * g->wp * words_per_pixel + (long)grp * g->cw;
+        int oy = (int)(first / g->wo), ox = (int)(first % g->wo), edges = 0;
         for (int p = 0; p < count; p++) {
-            const int n = where[p][0], oy = where[p][1], ox = where[p][2];
-            const int edge = oy * g->sh < g->pt || ox * g->sw < g->pl || oy * g->sh + (g->kh - 1) * g->dh >= g->pt + g->h
-                             || ox * g->sw + (g->kw - 1) * g->dw >= g->pl + g->w;
+            a[p] = image_words + ((long)oy * g->sh * g->wp + (long)ox * g->sw) * words_per_pixel;
+            rows[p] = oy, cols[p] = ox;
+            if (is_edge(g, oy, ox)) edge[edges++] = p;
+            if (++ox == g->wo) ox = 0, oy++;
+        }
+        for (int p = count; p < count + pixels_per_tile; p++) a[p] = a[count - 1]; /* short tiles repeat */
+        for (int t0 = 0; t0 < count; t0 += pixels_per_tile) {
+            tile(a + t0, call->offsets, g->taps, call->b + block * g->taps * OT, acc);
+            const int real = count - t0 < pixels_per_tile ? count - t0 : pixels_per_tile;
+            for (int p = 0; p < real; p++)
+                for (int j = 0; j < OT; j++) dot[j][t0 + p] = g->k - 2 * acc[p][j];
+        }
+        const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
+        for (int e = 0; e < edges; e++) {
+            const int p = edge[e];
             for (int j = 0; j < channels; j++) {
                 const int o = grp * g->og + ob * OT + j;
-                int32_t dot = g->k - 2 * acc[p][j];
-                if (edge) dot -= padding_taps(g, call->wsum + (long)o * g->kh * g->kw, oy, ox);
-                const long at = (((long)n * g->o + o) * g->ho + oy) * g->wo + ox;
-                if (call->integer_output) {
-                    ((int32_t *)call->out)[at] = dot;
-                    continue;
-                }
-                float y = (float)dot * call->scale[o] + call->shift[o];
-                if (call->residual) y += call->residual[at];
-                switch (call->activation) {
-                    case 1: y = y > 0.0f ? y : 0.0f; break;
-                    case 2: y = y < -1.0f ? -1.0f : (y > 1.0f ? 1.0f : y); break;
-                    case 3: y = y >= 0.0f ? y : y * call->slope[o]; break;
-                    default: break;
-                }
-                ((float *)call->out)[at] = y;
+                dot[j][p] -= padding_taps(g, call->wsum + (long)o * g->kh * g->kw, rows[p], cols[p]);
             }
+        }
+        for (int j = 0; j < channels; j++) {
+            const int o = grp * g->og + ob * OT + j;
+            epilogue(call, o, dot[j], (image * g->o + o) * plane + first, count);
         }
     }
 }

@@ -83,6 +83,8 @@ class PackedModel:
         if self.int8_float_layers:
             steps = plan.quantized(steps, threads, self._calibration_feeds())
         self._steps = _with_releases(steps, self.outputs)
+        del model, plan, steps
+        _return_freed_memory()
 
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
@@ -413,6 +415,17 @@ class _Linear:
         return self.kernel(self._rows(x), residual).reshape(shape)
 
 
+def _return_freed_memory() -> None:
+    """Validation and session building free many small blocks; glibc keeps them in the heap
+    unless asked, which would count as the loaded model's resident memory."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError):  # not glibc: nothing to do
+        pass
+
+
 def _session(model_bytes: bytes, threads: int) -> Any:
     import onnxruntime as ort
 
@@ -422,6 +435,9 @@ def _session(model_bytes: bytes, threads: int) -> Any:
     options.inter_op_num_threads = 1
     # the kernels run between segments: idle onnxruntime workers must not spin on their cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # float parts between binary layers are small: an arena per session would hold more memory
+    # than the 1-bit weights themselves
+    options.enable_cpu_mem_arena = False
     options.log_severity_level = 4
     try:
         return ort.InferenceSession(model_bytes, options, providers=["CPUExecutionProvider"],
