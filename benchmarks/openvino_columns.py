@@ -14,16 +14,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
 import numpy as np
 import torch
 import torchvision
+from packed_end_to_end import timed  # the end-to-end table's clock
 from torch import nn
 
 from binarize import BinarizeConfig, convert
@@ -31,22 +29,7 @@ from binarize.nn import BinaryConv2d
 from binarize.packed import load_packed, save_packed
 from binarize.packed.openvino_engine import load_openvino
 
-PAUSE_S = 0.5
 LAYER_SHAPES = [(56, 64), (28, 128), (14, 256), (7, 512)]  # ResNet-18's 3x3 convs: (spatial size, channels)
-
-
-def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median and minimum milliseconds of ``repeats`` calls after warm-up, then a pause (idle
-    worker threads of one engine must not steal the core of the next)."""
-    for _ in range(3):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    time.sleep(PAUSE_S)
-    return {"median_ms": 1e3 * statistics.median(samples), "min_ms": 1e3 * min(samples)}
 
 
 def time_engines(path: Path, feed: np.ndarray, threads: int, repeats: int) -> dict[str, object]:

@@ -142,25 +142,20 @@ class PackedFile(DeployedModel):
         return self.model.per_layer_times()
 
 
-class OpenVINOFile(DeployedModel):
-    """A packed ``.bnz`` file run by OpenVINO (`binarize.packed.openvino_engine`)."""
+class OpenVINOFile(PackedFile):
+    """A packed ``.bnz`` file run by OpenVINO (`binarize.packed.openvino_engine`), which has the
+    packed model's interface but no per-layer times."""
 
     kind = "packed on openvino"
 
     def __init__(self, path: Path) -> None:
-        super().__init__(path)
+        DeployedModel.__init__(self, path)  # not PackedFile's: that would load the packed runtime too
         from binarize.packed.openvino_engine import load_openvino
 
         self.model = load_openvino(path)
 
-    def set_threads(self, threads: int) -> None:
-        self.model.set_num_threads(threads)
-
-    def __call__(self, x: Tensor) -> Tensor:
-        return _logits(self.model(x.detach().cpu().numpy()))
-
-    def example_shape(self) -> tuple[int, ...] | None:
-        return self.model.input_shape()
+    def per_layer_times(self, x: Tensor) -> None:
+        return None
 
 
 ENGINES = ("packed", "openvino")
