@@ -86,7 +86,7 @@ class OpenVINOModel:
             self.model = self._core.read_model(packed.SerializeToString())
         except (RuntimeError, ValueError, TypeError) as err:  # OpenVINO's errors, long multi-line messages
             raise FormatError(f"OpenVINO cannot convert {self.path} ({_first_line(err)})",
-                              "report it: the file passed binarize's checks") from None
+                              "run it on binarize's packed runtime (--engine packed)") from None
         self.threads = max(1, int(threads or _all_threads()))
         self._compiled: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
