@@ -49,10 +49,11 @@ static struct {
     atomic_int pending;
     task_fn fn;
     void *ctx;
-    int threads;  /* workers per task, the caller included */
-    int spawned;  /* pool threads alive (threads - 1 at most is used per task) */
+    int workers;  /* workers of the task in flight, the caller included */
+    atomic_int threads; /* the set_num_threads setting */
+    int spawned;  /* pool threads alive (only ever grows) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 0};
+          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 1, 0};
 
 /* Spin this many rounds before blocking: covers the gap between two layers of one forward
  * pass without keeping a core busy when nothing comes. */
@@ -83,7 +84,7 @@ static void *pool_worker(void *arg) {
         seen = atomic_load(&pool.generation);
         task_fn fn = pool.fn;
         void *ctx = pool.ctx;
-        int workers = pool.threads;
+        int workers = pool.workers;
         pthread_mutex_unlock(&pool.lock);
         if (index < workers) fn(ctx, index, workers);
         if (atomic_fetch_sub(&pool.pending, 1) == 1) {
@@ -95,10 +96,12 @@ static void *pool_worker(void *arg) {
     return NULL;
 }
 
-/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. */
-static void pool_run(task_fn fn, void *ctx) {
+/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. `workers` is at most
+ * what the caller read from pool.threads (it sized its per-worker scratch by that). */
+static void pool_run(task_fn fn, void *ctx, int workers) {
     pthread_mutex_lock(&pool.run_lock);
-    if (pool.threads == 1 || pool.spawned == 0) {
+    if (workers > pool.spawned + 1) workers = pool.spawned + 1;
+    if (workers <= 1) {
         fn(ctx, 0, 1);
         pthread_mutex_unlock(&pool.run_lock);
         return;
@@ -106,11 +109,12 @@ static void pool_run(task_fn fn, void *ctx) {
     pthread_mutex_lock(&pool.lock);
     pool.fn = fn;
     pool.ctx = ctx;
+    pool.workers = workers;
     atomic_store(&pool.pending, pool.spawned);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    fn(ctx, 0, pool.threads);
+    fn(ctx, 0, workers);
     for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.pending) > 0; spin++) cpu_relax();
     pthread_mutex_lock(&pool.lock);
     while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.lock);
@@ -160,6 +164,7 @@ typedef struct {
     const float *scale, *shift, *slope, *residual;
     void *out;
     int64_t *offsets;      /* word offset of tap-word t from a pixel's first word */
+    int *tap_lists;        /* per worker: room for kh*kw tap indices */
     int path, activation, integer_output;
 } conv_call;
 
@@ -362,18 +367,18 @@ static tile_fn tile_kernel(int path) {
 
 #define CHUNK 64 /* a multiple of every path's pixels per tile */
 
-/* Weight sum over the taps of output (oy, ox) that fall into the zero padding. */
-static inline int32_t padding_taps(const geometry *g, const int32_t *wsum_o, int oy, int ox) {
-    int32_t sum = 0;
+/* The taps (i*kw + j) of output (oy, ox) that fall into the zero padding; returns how many. */
+static int padding_taps(const geometry *g, int oy, int ox, int *taps) {
+    int count = 0;
     for (int i = 0; i < g->kh; i++) {
         int y = oy * g->sh + i * g->dh - g->pt;
         int row_out = y < 0 || y >= g->h;
         for (int j = 0; j < g->kw; j++) {
             int x = ox * g->sw + j * g->dw - g->pl;
-            if (row_out || x < 0 || x >= g->w) sum += wsum_o[i * g->kw + j];
+            if (row_out || x < 0 || x >= g->w) taps[count++] = i * g->kw + j;
         }
     }
-    return sum;
+    return count;
 }
 
 static inline int is_edge(const geometry *g, int oy, int ox) {
@@ -417,6 +422,7 @@ static void conv_task(void *ctx, int worker, int workers) {
     int32_t dot[OT][CHUNK];
     const uint64_t *a[CHUNK + PT_MAX];
     int edge[CHUNK], rows[CHUNK], cols[CHUNK];
+    int *taps_out = call->tap_lists + (long)worker * g->kh * g->kw;
     for (long unit = begin; unit < end; unit++) {
         const long chunk = unit % chunks, image = unit / chunks % g->n, block = unit / chunks / g->n;
         const int grp = (int)(block / g->ob), ob = (int)(block % g->ob);
@@ -438,11 +444,11 @@ static void conv_task(void *ctx, int worker, int workers) {
                 for (int j = 0; j < OT; j++) dot[j][t0 + p] = g->k - 2 * acc[p][j];
         }
         const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
-        for (int e = 0; e < edges; e++) {
-            const int p = edge[e];
+        for (int e = 0; e < edges; e++) { /* remove the padding taps' weight sums */
+            const int p = edge[e], count_out = padding_taps(g, rows[p], cols[p], taps_out);
             for (int j = 0; j < channels; j++) {
-                const int o = grp * g->og + ob * OT + j;
-                dot[j][p] -= padding_taps(g, call->wsum + (long)o * g->kh * g->kw, rows[p], cols[p]);
+                const int32_t *wsum = call->wsum + (long)(grp * g->og + ob * OT + j) * g->kh * g->kw;
+                for (int t = 0; t < count_out; t++) dot[j][p] -= wsum[taps_out[t]];
             }
         }
         for (int j = 0; j < channels; j++) {
@@ -456,10 +462,11 @@ static int run_conv(conv_call *call) {
     const geometry *g = call->g;
     const size_t words = (size_t)g->n * g->hp * g->wp * g->groups * g->cw;
     void *buffer = NULL;
-    if (posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) return -1;
     int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
-    if (!offsets) {
-        free(buffer);
+    const int workers = pool.threads;
+    int *tap_lists = malloc((size_t)workers * g->kh * g->kw * sizeof(int));
+    if (!offsets || !tap_lists || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
+        free(offsets), free(tap_lists);
         return -1;
     }
     memset(buffer, 0, words * sizeof(uint64_t));
@@ -469,10 +476,10 @@ static int run_conv(conv_call *call) {
                 offsets[t] = ((long)i * g->dh * g->wp + (long)j * g->dw) * g->groups * g->cw + word;
     call->a = buffer;
     call->offsets = offsets;
-    pool_run(pack_task, call);
-    pool_run(conv_task, call);
-    free(offsets);
-    free(buffer);
+    call->tap_lists = tap_lists;
+    pool_run(pack_task, call, workers);
+    pool_run(conv_task, call, workers);
+    free(tap_lists), free(offsets), free(buffer);
     return 0;
 }
 
