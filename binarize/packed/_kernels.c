@@ -195,37 +195,58 @@ __attribute__((target("avx2"))) static inline unsigned mask_avx2(const float *x,
 }
 #endif
 
-/* One output row (n, y) of A: for every block of 8 pixels, 64 channels become 8 words. The
- * channel loop gathers 8-pixel sign masks into t[byte] (bit c%8 of byte p = channel c, pixel p);
- * an 8x8 byte transpose turns them into one word per pixel. */
-#define PACK_ROW(MASK)                                                                         \
+/* One output row (n, y) of A: for every block of 8 pixels, (up to) 64 channels become 8 words.
+ * BLOCK(first channel's 8 floats, channels, count, words) does the bit transposition. */
+#define PACK_ROW(BLOCK)                                                                        \
     const geometry *g = call->g;                                                               \
-    const long plane = (long)g->h * g->w;                                                      \
+    const long plane = (long)g->h * g->w, step = (long)g->groups * g->cw;                      \
     for (int grp = 0; grp < g->groups; grp++) {                                                \
         for (int word = 0; word < g->cw; word++) {                                             \
             int c0 = grp * g->cpg + word * 64;                                                 \
             int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;                  \
             const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;       \
-            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * g->groups * g->cw \
-                            + grp * g->cw + word;                                              \
+            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * step + grp * g->cw + word; \
             for (int x0 = 0; x0 < g->w; x0 += 8) {                                             \
                 int count = g->w - x0 < 8 ? g->w - x0 : 8;                                     \
-                uint64_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                      \
-                for (int cc = 0; cc < channels; cc++)                                          \
-                    t[cc >> 3] |= spread_bits[MASK(row + cc * plane + x0, count)] << (cc & 7); \
-                for (int p = 0; p < count; p++) {                                              \
-                    uint64_t v = 0;                                                            \
-                    for (int byte = 0; byte < 8; byte++) v |= ((t[byte] >> (8 * p)) & 0xff) << (8 * byte); \
-                    dst[(long)(x0 + p) * g->groups * g->cw] = v;                               \
-                }                                                                              \
+                uint64_t words[8];                                                             \
+                BLOCK(row + x0, plane, channels, count, words);                                \
+                for (int p = 0; p < count; p++) dst[(long)(x0 + p) * step] = words[p];         \
             }                                                                                  \
         }                                                                                      \
     }
 
-static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(mask_portable) }
+/* Portable: 8-pixel sign masks spread into t[byte] (bit c%8 of byte p = channel c, pixel p),
+ * then an 8x8 byte transpose gives one word per pixel. */
+static inline void block_portable(const float *x, long plane, int channels, int count, uint64_t *words) {
+    uint64_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int cc = 0; cc < channels; cc++) t[cc >> 3] |= spread_bits[mask_portable(x + cc * plane, count)] << (cc & 7);
+    for (int p = 0; p < 8; p++) {
+        uint64_t v = 0;
+        for (int byte = 0; byte < 8; byte++) v |= ((t[byte] >> (8 * p)) & 0xff) << (8 * byte);
+        words[p] = v;
+    }
+}
+
+static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(block_portable) }
+
 #if defined(BNZ_X86)
+/* AVX2: one byte of 8-pixel sign mask per channel; shifting pixel p's bit to bit 7 of every byte
+ * and vpmovmskb collects 32 channels of pixel p at once. */
+__attribute__((target("avx2"))) static inline void block_avx2(const float *x, long plane, int channels, int count,
+                                                              uint64_t *words) {
+    uint8_t masks[64] = {0};
+    for (int cc = 0; cc < channels; cc++) masks[cc] = (uint8_t)mask_avx2(x + cc * plane, count);
+    const __m256i low = _mm256_loadu_si256((const __m256i *)masks);
+    const __m256i high = _mm256_loadu_si256((const __m256i *)(masks + 32));
+#define PIXEL(P)                                                                               \
+    words[P] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(low, 7 - (P)))       \
+               | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(high, 7 - (P))) << 32;
+    PIXEL(0) PIXEL(1) PIXEL(2) PIXEL(3) PIXEL(4) PIXEL(5) PIXEL(6) PIXEL(7)
+#undef PIXEL
+}
+
 __attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call, int n, int y) {
-    PACK_ROW(mask_avx2)
+    PACK_ROW(block_avx2)
 }
 #endif
 
