@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -150,6 +151,27 @@ def test_results_do_not_depend_on_thread_count() -> None:
         assert np.array_equal(layer.accumulate(x), one)
     finally:
         kernels.set_num_threads(before)
+
+
+def test_concurrent_calls_from_python_threads_agree() -> None:
+    """The GIL is released during compute: calls from several Python threads share the pool."""
+    layer, _ = _conv_layer(96, 40, (3, 3), 1, seed=12, padding=(1, 1, 1, 1), scale=np.ones(40, np.float32))
+    inputs = [_input((1, 96, 12, 11), seed=20 + i).numpy() for i in range(4)]
+    expected = [layer.accumulate(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(layer.accumulate, inputs * 5))
+    assert all(np.array_equal(r, expected[i % 4]) for i, r in enumerate(results))
+
+
+def test_weights_stay_packed_and_input_layout_is_free() -> None:
+    out, channels = 64, 256
+    layer, signs = _conv_layer(channels, out, (3, 3), 1, seed=13, padding=(1, 1, 1, 1),
+                               scale=np.ones(out, np.float32))
+    packed_bytes = out * channels * 9 // 8
+    assert packed_bytes <= layer.nbytes < 1.25 * packed_bytes  # no float (or byte) copy of the weights
+    x = _input((1, 6, 7, channels), seed=14).permute(0, 3, 1, 2)  # channels-last strides
+    expected = F.conv2d(_sign(x).double(), signs.double(), None, 1, 1)
+    assert np.array_equal(layer.accumulate(x.numpy()), expected.numpy().astype(np.int32))
 
 
 BLOCKER = """
