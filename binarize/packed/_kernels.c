@@ -484,7 +484,9 @@ static int run_conv(conv_call *call) {
     const size_t words = (size_t)g->n * g->hp * g->wp * g->groups * g->cw;
     void *buffer = NULL;
     int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
-    const int workers = pool.threads;
+    /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
+    const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
+    const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
     int *tap_lists = malloc((size_t)workers * g->kh * g->kw * sizeof(int));
     if (!offsets || !tap_lists || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
         free(offsets), free(tap_lists);
