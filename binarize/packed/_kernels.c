@@ -142,6 +142,16 @@ static int pool_set_threads(int threads) {
     return ok;
 }
 
+/* A forked child has none of the parent's pool threads: start again with none (they are
+ * re-created by the next set_num_threads), or the first parallel call would wait forever. */
+static void pool_after_fork_in_child(void) {
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.run_lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.spawned = 0;
+}
+
 /* Contiguous share [begin, end) of `total` items for worker w of `workers`. */
 static inline void share(long total, int w, int workers, long *begin, long *end) {
     *begin = total * w / workers;
@@ -601,5 +611,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Native b
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     init_spread();
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
     return PyModule_Create(&module);
 }

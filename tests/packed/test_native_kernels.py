@@ -3,8 +3,11 @@ the fused epilogue against a NumPy formula, and an import that needs neither tor
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -172,6 +175,29 @@ def test_weights_stay_packed_and_input_layout_is_free() -> None:
     x = _input((1, 6, 7, channels), seed=14).permute(0, 3, 1, 2)  # channels-last strides
     expected = F.conv2d(_sign(x).double(), signs.double(), None, 1, 1)
     assert np.array_equal(layer.accumulate(x.numpy()), expected.numpy().astype(np.int32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_layers() -> None:
+    """A forked child (e.g. a data-loader worker) has none of the parent's pool threads: its calls
+    must still finish, with the same numbers."""
+    layer, _ = _conv_layer(64, 48, (3, 3), 1, seed=15, padding=(1, 1, 1, 1), scale=np.ones(48, np.float32))
+    x = _input((1, 64, 15, 15), seed=16).numpy()
+    kernels.set_num_threads(2)
+    expected = layer.accumulate(x)  # the pool threads exist now
+    pid = os.fork()
+    if pid == 0:  # child: exit status says whether the call finished with the right numbers
+        os._exit(0 if np.array_equal(layer.accumulate(x), expected) else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("a kernel call in a forked child did not finish")
 
 
 BLOCKER = """
