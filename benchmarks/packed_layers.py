@@ -144,11 +144,12 @@ def main() -> None:
           f"onnxruntime {ort.__version__}; {platform.processor() or platform.machine()}; median (min) ms")
     print(f"{'thr':>3} {'shape':>10} {'K':>5} {'binary':>15} {'ort fp32':>15} {'ort int8':>19} "
           f"{'x fp32':>7} {'x int8':>7} {'T/s/core':>9} {'best':>6} {'scaling':>7}")
+    def cell(row: dict, name: str) -> str:
+        return f"{row['times_ms'][name]['median']:.3f} ({row['times_ms'][name]['min']:.3f})"
+
     for r in rows:
-        t = r["times_ms"]
-        cell = lambda name: f"{t[name]['median']:.3f} ({t[name]['min']:.3f})"  # noqa: E731
-        print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {cell('binary'):>15} {cell('fp32'):>15} "
-              f"{r['int8_encoding'] + ' ' + cell(r['int8_encoding']):>19} {r['vs_fp32']:>7.1f} {r['vs_int8']:>7.2f} "
+        print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {cell(r, 'binary'):>15} {cell(r, 'fp32'):>15} "
+              f"{r['int8_encoding'] + ' ' + cell(r, r['int8_encoding']):>19} {r['vs_fp32']:>7.1f} {r['vs_int8']:>7.2f} "
               f"{r['tbitmac_per_s_per_core']:>9.3f} {r['tbitmac_per_s_per_core_best']:>6.3f} "
               f"{r.get('scaling', float('nan')):>7.2f}")
     with open(args.json, "w") as handle:

@@ -49,10 +49,11 @@ static struct {
     atomic_int pending;
     task_fn fn;
     void *ctx;
-    int threads;  /* workers per task, the caller included */
-    int spawned;  /* pool threads alive (threads - 1 at most is used per task) */
+    int workers;  /* workers of the task in flight, the caller included */
+    atomic_int threads; /* the set_num_threads setting */
+    int spawned;  /* pool threads alive (only ever grows) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 0};
+          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 1, 0};
 
 /* Spin this many rounds before blocking: covers the gap between two layers of one forward
  * pass without keeping a core busy when nothing comes. */
@@ -83,7 +84,7 @@ static void *pool_worker(void *arg) {
         seen = atomic_load(&pool.generation);
         task_fn fn = pool.fn;
         void *ctx = pool.ctx;
-        int workers = pool.threads;
+        int workers = pool.workers;
         pthread_mutex_unlock(&pool.lock);
         if (index < workers) fn(ctx, index, workers);
         if (atomic_fetch_sub(&pool.pending, 1) == 1) {
@@ -95,10 +96,12 @@ static void *pool_worker(void *arg) {
     return NULL;
 }
 
-/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. */
-static void pool_run(task_fn fn, void *ctx) {
+/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. `workers` is at most
+ * what the caller read from pool.threads (it sized its per-worker scratch by that). */
+static void pool_run(task_fn fn, void *ctx, int workers) {
     pthread_mutex_lock(&pool.run_lock);
-    if (pool.threads == 1 || pool.spawned == 0) {
+    if (workers > pool.spawned + 1) workers = pool.spawned + 1;
+    if (workers <= 1) {
         fn(ctx, 0, 1);
         pthread_mutex_unlock(&pool.run_lock);
         return;
@@ -106,11 +109,12 @@ static void pool_run(task_fn fn, void *ctx) {
     pthread_mutex_lock(&pool.lock);
     pool.fn = fn;
     pool.ctx = ctx;
+    pool.workers = workers;
     atomic_store(&pool.pending, pool.spawned);
     atomic_fetch_add(&pool.generation, 1);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    fn(ctx, 0, pool.threads);
+    fn(ctx, 0, workers);
     for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.pending) > 0; spin++) cpu_relax();
     pthread_mutex_lock(&pool.lock);
     while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.lock);
@@ -138,6 +142,16 @@ static int pool_set_threads(int threads) {
     return ok;
 }
 
+/* A forked child has none of the parent's pool threads: start again with none (they are
+ * re-created by the next set_num_threads), or the first parallel call would wait forever. */
+static void pool_after_fork_in_child(void) {
+    pthread_mutex_init(&pool.lock, NULL);
+    pthread_mutex_init(&pool.run_lock, NULL);
+    pthread_cond_init(&pool.wake, NULL);
+    pthread_cond_init(&pool.done, NULL);
+    pool.spawned = 0;
+}
+
 /* Contiguous share [begin, end) of `total` items for worker w of `workers`. */
 static inline void share(long total, int w, int workers, long *begin, long *end) {
     *begin = total * w / workers;
@@ -160,6 +174,7 @@ typedef struct {
     const float *scale, *shift, *slope, *residual;
     void *out;
     int64_t *offsets;      /* word offset of tap-word t from a pixel's first word */
+    int *tap_lists;        /* per worker: room for kh*kw tap indices */
     int path, activation, integer_output;
 } conv_call;
 
@@ -190,37 +205,58 @@ __attribute__((target("avx2"))) static inline unsigned mask_avx2(const float *x,
 }
 #endif
 
-/* One output row (n, y) of A: for every block of 8 pixels, 64 channels become 8 words. The
- * channel loop gathers 8-pixel sign masks into t[byte] (bit c%8 of byte p = channel c, pixel p);
- * an 8x8 byte transpose turns them into one word per pixel. */
-#define PACK_ROW(MASK)                                                                         \
+/* One output row (n, y) of A: for every block of 8 pixels, (up to) 64 channels become 8 words.
+ * BLOCK(first channel's 8 floats, channels, count, words) does the bit transposition. */
+#define PACK_ROW(BLOCK)                                                                        \
     const geometry *g = call->g;                                                               \
-    const long plane = (long)g->h * g->w;                                                      \
+    const long plane = (long)g->h * g->w, step = (long)g->groups * g->cw;                      \
     for (int grp = 0; grp < g->groups; grp++) {                                                \
         for (int word = 0; word < g->cw; word++) {                                             \
             int c0 = grp * g->cpg + word * 64;                                                 \
             int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;                  \
             const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;       \
-            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * g->groups * g->cw \
-                            + grp * g->cw + word;                                              \
+            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * step + grp * g->cw + word; \
             for (int x0 = 0; x0 < g->w; x0 += 8) {                                             \
                 int count = g->w - x0 < 8 ? g->w - x0 : 8;                                     \
-                uint64_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                      \
-                for (int cc = 0; cc < channels; cc++)                                          \
-                    t[cc >> 3] |= spread_bits[MASK(row + cc * plane + x0, count)] << (cc & 7); \
-                for (int p = 0; p < count; p++) {                                              \
-                    uint64_t v = 0;                                                            \
-                    for (int byte = 0; byte < 8; byte++) v |= ((t[byte] >> (8 * p)) & 0xff) << (8 * byte); \
-                    dst[(long)(x0 + p) * g->groups * g->cw] = v;                               \
-                }                                                                              \
+                uint64_t words[8];                                                             \
+                BLOCK(row + x0, plane, channels, count, words);                                \
+                for (int p = 0; p < count; p++) dst[(long)(x0 + p) * step] = words[p];         \
             }                                                                                  \
         }                                                                                      \
     }
 
-static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(mask_portable) }
+/* Portable: 8-pixel sign masks spread into t[byte] (bit c%8 of byte p = channel c, pixel p),
+ * then an 8x8 byte transpose gives one word per pixel. */
+static inline void block_portable(const float *x, long plane, int channels, int count, uint64_t *words) {
+    uint64_t t[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    for (int cc = 0; cc < channels; cc++) t[cc >> 3] |= spread_bits[mask_portable(x + cc * plane, count)] << (cc & 7);
+    for (int p = 0; p < 8; p++) {
+        uint64_t v = 0;
+        for (int byte = 0; byte < 8; byte++) v |= ((t[byte] >> (8 * p)) & 0xff) << (8 * byte);
+        words[p] = v;
+    }
+}
+
+static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(block_portable) }
+
 #if defined(BNZ_X86)
+/* AVX2: one byte of 8-pixel sign mask per channel; shifting pixel p's bit to bit 7 of every byte
+ * and vpmovmskb collects 32 channels of pixel p at once. */
+__attribute__((target("avx2"))) static inline void block_avx2(const float *x, long plane, int channels, int count,
+                                                              uint64_t *words) {
+    uint8_t masks[64] = {0};
+    for (int cc = 0; cc < channels; cc++) masks[cc] = (uint8_t)mask_avx2(x + cc * plane, count);
+    const __m256i low = _mm256_loadu_si256((const __m256i *)masks);
+    const __m256i high = _mm256_loadu_si256((const __m256i *)(masks + 32));
+#define PIXEL(P)                                                                               \
+    words[P] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(low, 7 - (P)))       \
+               | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(high, 7 - (P))) << 32;
+    PIXEL(0) PIXEL(1) PIXEL(2) PIXEL(3) PIXEL(4) PIXEL(5) PIXEL(6) PIXEL(7)
+#undef PIXEL
+}
+
 __attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call, int n, int y) {
-    PACK_ROW(mask_avx2)
+    PACK_ROW(block_avx2)
 }
 #endif
 
@@ -362,18 +398,18 @@ static tile_fn tile_kernel(int path) {
 
 #define CHUNK 64 /* a multiple of every path's pixels per tile */
 
-/* Weight sum over the taps of output (oy, ox) that fall into the zero padding. */
-static inline int32_t padding_taps(const geometry *g, const int32_t *wsum_o, int oy, int ox) {
-    int32_t sum = 0;
+/* The taps (i*kw + j) of output (oy, ox) that fall into the zero padding; returns how many. */
+static int padding_taps(const geometry *g, int oy, int ox, int *taps) {
+    int count = 0;
     for (int i = 0; i < g->kh; i++) {
         int y = oy * g->sh + i * g->dh - g->pt;
         int row_out = y < 0 || y >= g->h;
         for (int j = 0; j < g->kw; j++) {
             int x = ox * g->sw + j * g->dw - g->pl;
-            if (row_out || x < 0 || x >= g->w) sum += wsum_o[i * g->kw + j];
+            if (row_out || x < 0 || x >= g->w) taps[count++] = i * g->kw + j;
         }
     }
-    return sum;
+    return count;
 }
 
 static inline int is_edge(const geometry *g, int oy, int ox) {
@@ -417,6 +453,7 @@ static void conv_task(void *ctx, int worker, int workers) {
     int32_t dot[OT][CHUNK];
     const uint64_t *a[CHUNK + PT_MAX];
     int edge[CHUNK], rows[CHUNK], cols[CHUNK];
+    int *taps_out = call->tap_lists + (long)worker * g->kh * g->kw;
     for (long unit = begin; unit < end; unit++) {
         const long chunk = unit % chunks, image = unit / chunks % g->n, block = unit / chunks / g->n;
         const int grp = (int)(block / g->ob), ob = (int)(block % g->ob);
@@ -438,11 +475,11 @@ static void conv_task(void *ctx, int worker, int workers) {
                 for (int j = 0; j < OT; j++) dot[j][t0 + p] = g->k - 2 * acc[p][j];
         }
         const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
-        for (int e = 0; e < edges; e++) {
-            const int p = edge[e];
+        for (int e = 0; e < edges; e++) { /* remove the padding taps' weight sums */
+            const int p = edge[e], count_out = padding_taps(g, rows[p], cols[p], taps_out);
             for (int j = 0; j < channels; j++) {
-                const int o = grp * g->og + ob * OT + j;
-                dot[j][p] -= padding_taps(g, call->wsum + (long)o * g->kh * g->kw, rows[p], cols[p]);
+                const int32_t *wsum = call->wsum + (long)(grp * g->og + ob * OT + j) * g->kh * g->kw;
+                for (int t = 0; t < count_out; t++) dot[j][p] -= wsum[taps_out[t]];
             }
         }
         for (int j = 0; j < channels; j++) {
@@ -456,10 +493,13 @@ static int run_conv(conv_call *call) {
     const geometry *g = call->g;
     const size_t words = (size_t)g->n * g->hp * g->wp * g->groups * g->cw;
     void *buffer = NULL;
-    if (posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) return -1;
     int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
-    if (!offsets) {
-        free(buffer);
+    /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
+    const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
+    const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
+    int *tap_lists = malloc((size_t)workers * g->kh * g->kw * sizeof(int));
+    if (!offsets || !tap_lists || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
+        free(offsets), free(tap_lists);
         return -1;
     }
     memset(buffer, 0, words * sizeof(uint64_t));
@@ -469,10 +509,10 @@ static int run_conv(conv_call *call) {
                 offsets[t] = ((long)i * g->dh * g->wp + (long)j * g->dw) * g->groups * g->cw + word;
     call->a = buffer;
     call->offsets = offsets;
-    pool_run(pack_task, call);
-    pool_run(conv_task, call);
-    free(offsets);
-    free(buffer);
+    call->tap_lists = tap_lists;
+    pool_run(pack_task, call, workers);
+    pool_run(conv_task, call, workers);
+    free(tap_lists), free(offsets), free(buffer);
     return 0;
 }
 
@@ -571,5 +611,6 @@ static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_kernels", "Native b
 
 PyMODINIT_FUNC PyInit__kernels(void) {
     init_spread();
+    pthread_atfork(NULL, NULL, pool_after_fork_in_child);
     return PyModule_Create(&module);
 }

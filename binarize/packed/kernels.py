@@ -132,6 +132,8 @@ class BinaryConv(_Epilogue):
                              f"for K={self.k}")
         self._weights, self._wsum = _weight_layout(bits, self.groups, cpg, self.kernel)
         self._init_epilogue(self.out_channels, scale, shift, activation, slope)
+        self._activation_id = ACTIVATIONS.index(activation)
+        self._geometries: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, int, int, int]]] = {}
         self.nbytes = sum(a.nbytes for a in (self._weights, self._wsum, self.scale, self.shift, self.slope)
                           if a is not None)
 
@@ -141,26 +143,38 @@ class BinaryConv(_Epilogue):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         return (height + top + bottom - dh * (kh - 1) - 1) // sh + 1, (width + left + right - dw * (kw - 1) - 1) // sw + 1
 
-    def _run(self, x: np.ndarray, residual: np.ndarray | None, integer: bool) -> np.ndarray:
-        x = np.ascontiguousarray(x, dtype=np.float32)
-        if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {x.shape}")
-        n, _, height, width = x.shape
+    def _geometry(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
+        """The kernel's geometry tuple and the output shape for an input shape (cached: a layer
+        sees one or two input sizes, and this runs on every call)."""
+        cached = self._geometries.get(shape)
+        if cached is not None:
+            return cached
+        if len(shape) != 4 or shape[1] != self.in_channels:
+            raise ValueError(f"expected input [N, {self.in_channels}, H, W], got {shape}")
+        n, _, height, width = shape
         out_h, out_w = self.output_size(height, width)
         if out_h < 1 or out_w < 1:
             raise ValueError(f"input {height}×{width} is smaller than the kernel's field")
-        out = np.empty((n, self.out_channels, out_h, out_w), np.int32 if integer else np.float32)
-        if residual is not None:
-            residual = np.ascontiguousarray(residual, dtype=np.float32)
-            if residual.shape != out.shape:
-                raise ValueError(f"residual has shape {residual.shape}, expected {out.shape}")
         top, left, bottom, right = self.padding
         cpg = self.in_channels // self.groups
         geometry = (n, self.in_channels, height, width, self.groups, *self.kernel, *self.stride, *self.dilation,
                     top, left, height + top + bottom, width + left + right, self.out_channels,
                     -(-(self.out_channels // self.groups) // _BLOCK), out_h, out_w, self.k, cpg, -(-cpg // 64))
+        if len(self._geometries) >= 16:
+            self._geometries.clear()
+        self._geometries[shape] = geometry, (n, self.out_channels, out_h, out_w)
+        return self._geometries[shape]
+
+    def _run(self, x: np.ndarray, residual: np.ndarray | None, integer: bool) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        geometry, out_shape = self._geometry(x.shape)
+        out = np.empty(out_shape, np.int32 if integer else np.float32)
+        if residual is not None:
+            residual = np.ascontiguousarray(residual, dtype=np.float32)
+            if residual.shape != out_shape:
+                raise ValueError(f"residual has shape {residual.shape}, expected {out_shape}")
         _kernels.conv(x, geometry, self._weights, self._wsum, self.scale, self.shift, self.slope, residual, out,
-                      _state["path"], ACTIVATIONS.index(self.activation), integer)
+                      _state["path"], self._activation_id, integer)
         return out
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:

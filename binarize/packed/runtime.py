@@ -53,7 +53,8 @@ class PackedModel:
     ``threads`` sets both the kernels' and onnxruntime's thread count (default: the CPUs this
     process may use). With ``int8_float_layers`` the float Conv/Gemm/MatMul layers run as
     onnxruntime int8 (U8S8 static QDQ), calibrated on ``calibration`` batches (default: a few
-    standard-normal batches of the input shape the file declares).
+    standard-normal batches of the input shape the file declares). ``binary_layers`` maps each
+    W1A1 node's name to its kernel wrapper, whose ``accumulate(x)`` gives the exact integer dots.
     """
 
     def __init__(self, path: str | Path, *, threads: int | None = None, int8_float_layers: bool = False,
@@ -63,7 +64,7 @@ class PackedModel:
         self._calibration = calibration
         self._checksum: str | None = None
         self._times: dict[str, float] = {}
-        self._build(threads or len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+        self._build(threads or _usable_cpus())
 
     def _build(self, threads: int) -> None:
         model = read_packed(self.path)
@@ -147,6 +148,10 @@ class PackedModel:
         """Each step's kind: the binarize op name, or ``float`` for an onnxruntime segment."""
         return {s.name: (type(self.binary_layers[s.name].kernel).__name__ if s.name in self.binary_layers else "float")
                 for s in self._steps}
+
+
+def _usable_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_packed(path: str | Path, *, threads: int | None = None, int8_float_layers: bool = False,

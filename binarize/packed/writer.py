@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
 from torch import nn
 
@@ -90,8 +91,6 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
         CONFIG_KEY: json.dumps(config.to_dict() if hasattr(config, "to_dict") else None),
         CHECKSUM_KEY: tensor_checksum(graph.graph),
     }
-    import onnx
-
     onnx.helper.set_model_props(graph, recorded)
     with atomic_path(path) as temporary:
         temporary.write_bytes(graph.SerializeToString())
@@ -102,8 +101,6 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
 
 def _export_marked(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> Any:
     """The frozen model as ONNX with every binary layer one `binarize` node, epilogues fused."""
-    import onnx
-
     from binarize.export.onnx import DEFAULT_OPSET, export_onnx
 
     marked = frozen if not isinstance(frozen, FrozenBinaryLayer) else nn.Sequential(frozen)
@@ -130,8 +127,6 @@ class _Rewriter:
     """Edits one exported ONNX graph in place (nodes listed, re-sorted at the end)."""
 
     def __init__(self, model: Any) -> None:
-        import onnx
-
         self.model = model
         self.graph = model.graph
         self.nodes: list[Any] = list(self.graph.node)
@@ -145,8 +140,6 @@ class _Rewriter:
 
     def constant(self, name: str) -> np.ndarray | None:
         """The value of ``name`` when it is an initializer, a Constant or an Identity of one."""
-        import onnx
-
         if name in self.constants:
             return self.constants[name]
         producer = self.producer(name)
@@ -165,8 +158,6 @@ class _Rewriter:
         return [n for n in self.nodes if name in n.input]
 
     def add_initializer(self, name: str, value: np.ndarray) -> str:
-        import onnx
-
         self.new_initializers.append(onnx.numpy_helper.from_array(np.ascontiguousarray(value), name))
         return name
 
@@ -174,8 +165,6 @@ class _Rewriter:
 
     def replace_layer(self, fqn: str, layer: FrozenBinaryLayer) -> None:
         """Removes the nodes between the layer's markers; inserts [Pad →] one binarize node."""
-        import onnx
-
         enter = self._marker_node(fqn, _ENTER)
         leave = self._marker_node(fqn, _EXIT)
         source = next(i for i in enter.input if not i.endswith(_ENTER))
@@ -310,20 +299,14 @@ class _Rewriter:
     def constants_of(self, node: Any) -> tuple[np.ndarray, np.ndarray]:
         """The node's current scale and shift."""
         current = {t.name: t for t in self.new_initializers}
-        import onnx
-
         return tuple(onnx.numpy_helper.to_array(current[node.input[i]]) for i in (ops.SCALE, ops.SHIFT))
 
     def _set_epilogue(self, node: Any, scale: np.ndarray, shift: np.ndarray) -> None:
-        import onnx
-
         for index, value in ((ops.SCALE, scale), (ops.SHIFT, shift)):
             tensor = next(t for t in self.new_initializers if t.name == node.input[index])
             tensor.CopyFrom(onnx.numpy_helper.from_array(value.astype(np.float32), tensor.name))
 
     def _set_activation(self, node: Any, activation: str) -> bool:
-        import onnx
-
         node.attribute.append(onnx.helper.make_attribute("activation", activation))
         return True
 
@@ -345,8 +328,6 @@ class _Rewriter:
 
     def finish(self) -> Any:
         """Dead nodes and tensors dropped, nodes sorted, every tensor raw bytes, domain declared."""
-        import onnx
-
         sources = {v.name for v in self.graph.input} | {t.name for t in [*self.graph.initializer, *self.new_initializers]}
         needed = {v.name for v in self.graph.output}
         kept = []

@@ -3,8 +3,12 @@ the fused epilogue against a NumPy formula, and an import that needs neither tor
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -152,6 +156,50 @@ def test_results_do_not_depend_on_thread_count() -> None:
         kernels.set_num_threads(before)
 
 
+def test_concurrent_calls_from_python_threads_agree() -> None:
+    """The GIL is released during compute: calls from several Python threads share the pool."""
+    layer, _ = _conv_layer(96, 40, (3, 3), 1, seed=12, padding=(1, 1, 1, 1), scale=np.ones(40, np.float32))
+    inputs = [_input((1, 96, 12, 11), seed=20 + i).numpy() for i in range(4)]
+    expected = [layer.accumulate(x) for x in inputs]
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(layer.accumulate, inputs * 5))
+    assert all(np.array_equal(r, expected[i % 4]) for i, r in enumerate(results))
+
+
+def test_weights_stay_packed_and_input_layout_is_free() -> None:
+    out, channels = 64, 256
+    layer, signs = _conv_layer(channels, out, (3, 3), 1, seed=13, padding=(1, 1, 1, 1),
+                               scale=np.ones(out, np.float32))
+    packed_bytes = out * channels * 9 // 8
+    assert packed_bytes <= layer.nbytes < 1.25 * packed_bytes  # no float (or byte) copy of the weights
+    x = _input((1, 6, 7, channels), seed=14).permute(0, 3, 1, 2)  # channels-last strides
+    expected = F.conv2d(_sign(x).double(), signs.double(), None, 1, 1)
+    assert np.array_equal(layer.accumulate(x.numpy()), expected.numpy().astype(np.int32))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork")
+def test_forked_child_runs_layers() -> None:
+    """A forked child (e.g. a data-loader worker) has none of the parent's pool threads: its calls
+    must still finish, with the same numbers."""
+    layer, _ = _conv_layer(64, 48, (3, 3), 1, seed=15, padding=(1, 1, 1, 1), scale=np.ones(48, np.float32))
+    x = _input((1, 64, 15, 15), seed=16).numpy()
+    kernels.set_num_threads(2)
+    expected = layer.accumulate(x)  # the pool threads exist now
+    pid = os.fork()
+    if pid == 0:  # child: exit status says whether the call finished with the right numbers
+        os._exit(0 if np.array_equal(layer.accumulate(x), expected) else 1)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            assert os.waitstatus_to_exitcode(status) == 0
+            return
+        time.sleep(0.05)
+    os.kill(pid, signal.SIGKILL)
+    os.waitpid(pid, 0)
+    pytest.fail("a kernel call in a forked child did not finish")
+
+
 BLOCKER = """
 import importlib.abc, sys
 class Block(importlib.abc.MetaPathFinder):
@@ -174,7 +222,7 @@ print(int(layer.accumulate(np.ones((1, 2, 4, 4), np.float32))[0, 0, 1, 1]), kern
 
 
 def test_kernels_import_and_run_without_torch_or_numba() -> None:
-    result = subprocess.run([sys.executable, "-c", BLOCKER], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-c", BLOCKER], check=False, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     value, active, torch_loaded, numba_loaded = result.stdout.split()
     assert (value, active, torch_loaded, numba_loaded) == ("18", kernels.PATHS[0], "False", "False")

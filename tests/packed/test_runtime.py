@@ -157,7 +157,7 @@ def test_conv1d_layers(tmp_path: Path) -> None:
 
 
 def test_bireal_resnet18_is_one_bit_in_the_file_and_in_memory(tmp_path: Path) -> None:
-    """Binary 3×3 convs at 1 bit per weight, float stem/shortcuts/head: about 4.3 MB (float32
+    """Binary 3×3 convs at 1 bit per weight, float stem/shortcuts/head: about 4.2 MB (float32
     ONNX: 46.7 MB), and the loaded kernels hold the weights packed, not as float copies."""
     model = convert(torchvision.models.resnet18().eval(), BinarizeConfig(keep_downsample=True))
     path = save_packed(model, tmp_path / "resnet18.bnz", (torch.randn(1, 3, 64, 64),))
