@@ -3,7 +3,9 @@
 A checkpoint is a ``torch.save`` of plain data (strings, numbers, lists, dicts, tensors) that
 ``torch.load(weights_only=True)`` reads: the model is rebuilt by re-creating the float source
 and replaying the saved conversion plan, then loading the state dict. Nothing in it runs code,
-unless the float source itself was a pickled module (then ``trust=True`` is needed again).
+unless the float source itself needed trust: a pickled module or a ``torch.export`` archive is
+embedded in the checkpoint (source kind ``"pickle"`` or ``"pt2"``, see `needs_trust`), and
+rebuilding it unpickles that file, so loading the checkpoint asks for ``trust=True`` again.
 """
 
 from __future__ import annotations
@@ -22,6 +24,8 @@ from binarize.errors import ModelSourceError, OutputExistsError, first_line
 
 FORMAT = "binarize.model"
 VERSION = 1
+#: Source kinds whose float model is an embedded file that must be unpickled to rebuild it.
+EMBEDDED_KINDS = ("pt2", "pickle")
 
 
 def model_record(model: nn.Module) -> dict[str, Any]:
@@ -62,7 +66,7 @@ def model_from_record(
         float_model.binarize_source = source
     elif kind in ("torchvision", "binarize"):
         float_model = build_architecture(f"{kind}:{source['name']}", **dict(source.get("kwargs") or {}))
-    elif kind in ("pt2", "pickle"):
+    elif needs_trust(record):
         float_model = module_from_archive(source, trust=trust)
     else:
         raise ModelSourceError(
@@ -83,6 +87,12 @@ def model_from_record(
             "the checkpoint was written by another binarize version or its source changed",
         ) from None
     return result
+
+
+def needs_trust(record: Mapping[str, Any]) -> bool:
+    """Whether rebuilding the model of ``record`` unpickles an embedded file (its source was a
+    pickled module or a ``torch.export`` archive), so that loading it needs ``trust=True``."""
+    return (record.get("source") or {}).get("kind") in EMBEDDED_KINDS
 
 
 def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) -> Path:

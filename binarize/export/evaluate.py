@@ -44,7 +44,8 @@ class DeployedModel:
         return None
 
     def recorded_source(self) -> str | None:
-        """The model source the file was exported from, when the file records it."""
+        """The model source the file was exported from, when the file records it (a path the
+        file states: callers follow it only when the user trusts the file)."""
         return None
 
     def per_layer_times(self, x: Tensor) -> dict[str, float] | None:
