@@ -76,7 +76,7 @@ def load_model(
     from binarize.checkpoint import is_checkpoint, model_from_payload
 
     if is_checkpoint(payload):
-        return model_from_payload(payload, trust=trust)
+        return model_from_payload(payload, path, trust=trust)
     if _is_state_dict(payload):
         return _with_arch(arch, path, payload)
     raise ModelSourceError(

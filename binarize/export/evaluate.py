@@ -82,7 +82,10 @@ class OnnxFile(DeployedModel):
         super().__init__(path)
         self._threads = 0
         self._sessions: dict[int, Any] = {}
-        self._session()  # fail early on a broken file
+        from binarize.export.onnx import verify_onnx_file
+
+        verify_onnx_file(path)
+        self._session()  # fail early on a file onnxruntime cannot run
 
     def _session(self) -> Any:
         from binarize.export.onnx import inference_session

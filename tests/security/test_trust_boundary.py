@@ -26,6 +26,7 @@ from binarize.checkpoint import save_checkpoint
 from binarize.cli.main import app
 from binarize.errors import UnsafeSourceError
 from binarize.export.onnx import SOURCE_KEY, export_onnx
+from binarize.integrity import seal
 from binarize.train import FinetuneConfig
 from binarize.train.state import KIND
 
@@ -84,7 +85,7 @@ def poisoned_checkpoint(folder: Path, marker: Path) -> Path:
     archive = poisoned_archive(folder / "evil.pt2", marker).read_bytes()
     payload = torch.load(path, weights_only=True)
     payload["model"]["source"]["archive"] = torch.frombuffer(bytearray(archive), dtype=torch.uint8)
-    torch.save(payload, path)
+    torch.save(seal(payload), path)  # the checksum guards against damage, not against an attacker
     return path
 
 
@@ -92,7 +93,7 @@ def poisoned_training_checkpoint(folder: Path, marker: Path) -> Path:
     record = torch.load(poisoned_checkpoint(folder, marker), weights_only=True)["model"]
     path = folder / "run" / "last.pt"
     path.parent.mkdir()
-    torch.save({"format": record["format"], "kind": KIND, "model": record, "config": FinetuneConfig().to_dict()}, path)
+    torch.save(seal({"format": record["format"], "kind": KIND, "model": record, "config": FinetuneConfig().to_dict()}), path)
     return path
 
 
