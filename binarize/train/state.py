@@ -39,6 +39,14 @@ class Position:
         return asdict(self)
 
 
+def seed_everything(seed: int) -> None:
+    """Seeds torch, Python and NumPy: call it before building anything random (a model's
+    initial weights included) so that the same seed gives the same run."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
 def rng_state() -> dict[str, Any]:
     """Every RNG the loop draws from, as weights-only-loadable data."""
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
