@@ -9,12 +9,12 @@ from pathlib import Path
 import onnx
 import pytest
 import torch
+from binarize.cli.main import app
 from onnx import numpy_helper
 from typer.testing import CliRunner
 
 from binarize import convert, load_checkpoint, save_checkpoint
 from binarize.checkpoint import FORMAT, model_record
-from binarize.cli.main import app
 from binarize.errors import ConversionError, ModelSourceError
 from binarize.export.onnx import DIGEST_KEY, export_onnx, graph_digest
 from binarize.integrity import content_digest, seal

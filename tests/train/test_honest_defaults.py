@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 
 import torch
+from binarize.cli.main import app
 from typer.testing import CliRunner
 
 import binarize.train.loop
-from binarize.cli.main import app
 from binarize.train.log import RunLog
 from binarize.train.state import load_training_checkpoint
 
@@ -40,7 +40,7 @@ def test_same_seed_gives_identical_metrics_and_no_random_teacher(tmp_path):
     assert "random weights" in first.output and "distillation is off" in first.output
     assert load_training_checkpoint(tmp_path / "a" / "last.pt")["config"]["distill_weight"] == 0.0
     # Progress lines start at step 1 and number epochs from 1, as metrics.jsonl does.
-    shown = [(int(s), int(e)) for s, e in re.findall(r"^step (\d+)/4 epoch (\d+) ", first.output, re.M)]
+    shown = [(int(s), int(e)) for s, e in re.findall(r"^step (\d+)/4 epoch (\d+) ", first.output, re.MULTILINE)]
     assert shown == [(1, 1), (2, 1), (4, 2)]
     assert [json.loads(line).get("epoch") for line in metrics.splitlines()] == [1, 2, None]
 
@@ -57,7 +57,7 @@ def test_log_shows_first_steps_then_every_log_every():
     log = RunLog(120, directory=None, log_every=50, stream=stream)
     for step in range(1, 121):
         log.step(step, 0, 1.0, 50.0)
-    steps = [int(n) for n in re.findall(r"^step (\d+)/120 epoch 1 ", stream.getvalue(), re.M)]
+    steps = [int(n) for n in re.findall(r"^step (\d+)/120 epoch 1 ", stream.getvalue(), re.MULTILINE)]
     assert steps == [1, 2, 4, 8, 16, 32, 50, 100, 120]
 
 
