@@ -204,7 +204,7 @@ def read_torch_file(path: Path, *, trust: bool) -> Any:
 
 def _not_a_model_file(path: Path) -> ModelSourceError:
     return ModelSourceError(
-        f"{path} is not a model file binarize reads (neither a torch.save file nor a checkpoint)",
+        f"{path} is not a model file binarize reads (not written by torch.save)",
         "give a binarize checkpoint, a state dict (.pt, .pth, .safetensors) with --arch, "
         "a .pt2 archive, torchvision:NAME or binarize:NAME",
     )
