@@ -3,7 +3,13 @@
 A checkpoint is a ``torch.save`` of plain data (strings, numbers, lists, dicts, tensors) that
 ``torch.load(weights_only=True)`` reads: the model is rebuilt by re-creating the float source
 and replaying the saved conversion plan, then loading the state dict. Nothing in it runs code,
-unless the float source itself was a pickled module (then ``trust=True`` is needed again).
+unless the float source itself needed trust: a pickled module or a ``torch.export`` archive is
+embedded in the checkpoint (source kind ``"pickle"`` or ``"pt2"``, see `needs_trust`), and
+rebuilding it unpickles that file, so loading the checkpoint asks for ``trust=True`` again.
+
+Every file carries a SHA-256 of its content (`binarize.integrity`), checked before anything is
+rebuilt, and float tensors must be finite: a damaged file is refused, never run as a changed
+model.
 """
 
 from __future__ import annotations
@@ -19,9 +25,12 @@ from torch import nn
 from binarize._files import atomic_path
 from binarize.config import BinarizeConfig
 from binarize.errors import ModelSourceError, OutputExistsError, first_line
+from binarize.integrity import first_non_finite, seal, seal_matches
 
 FORMAT = "binarize.model"
 VERSION = 1
+#: Source kinds whose float model is an embedded file that must be unpickled to rebuild it.
+EMBEDDED_KINDS = ("pt2", "pickle")
 
 
 def model_record(model: nn.Module) -> dict[str, Any]:
@@ -62,7 +71,7 @@ def model_from_record(
         float_model.binarize_source = source
     elif kind in ("torchvision", "binarize"):
         float_model = build_architecture(f"{kind}:{source['name']}", **dict(source.get("kwargs") or {}))
-    elif kind in ("pt2", "pickle"):
+    elif needs_trust(record):
         float_model = module_from_archive(source, trust=trust)
     else:
         raise ModelSourceError(
@@ -85,19 +94,53 @@ def model_from_record(
     return result
 
 
+def needs_trust(record: Mapping[str, Any]) -> bool:
+    """Whether rebuilding the model of ``record`` unpickles an embedded file (its source was a
+    pickled module or a ``torch.export`` archive), so that loading it needs ``trust=True``."""
+    return (record.get("source") or {}).get("kind") in EMBEDDED_KINDS
+
+
 def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) -> Path:
     """Writes ``model``'s record to ``path`` atomically; refuses to overwrite unless ``force``."""
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", "pass --force to overwrite it or choose another -o")
-    atomic_save({"model": model_record(model)} | {"format": FORMAT}, path)
+    record = model_record(model)
+    broken = first_non_finite(record["state_dict"].items())
+    if broken is not None:
+        raise ModelSourceError(
+            f"the model holds NaN or Inf in {broken!r}; not saving it to {path}",
+            "the weights are damaged or training diverged (try a lower learning rate)",
+        )
+    atomic_save({"model": record, "format": FORMAT}, path)
     return path
 
 
-def atomic_save(payload: Any, path: Path) -> None:
-    """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
+def atomic_save(payload: Mapping[str, Any], path: Path) -> None:
+    """``torch.save`` of ``payload`` sealed with its SHA-256 (see `verify_checkpoint`) to a
+    temporary file beside ``path``, then rename: never a half file."""
     with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+        torch.save(seal(payload), temporary)
+
+
+def verify_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:
+    """Refuses a checkpoint whose content no longer matches its recorded SHA-256, that records
+    none, or whose model holds NaN/Inf (one-line `ModelSourceError` naming ``path``)."""
+    matches = seal_matches(payload)
+    if matches is None:
+        raise ModelSourceError(
+            f"{path} records no checksum: it is damaged or was written by an older binarize",
+            "convert the model again (binarize convert) or use a checkpoint written by this version",
+        )
+    if not matches:
+        raise ModelSourceError(
+            f"{path} is damaged: its content does not match the SHA-256 recorded when it was written",
+            "use an intact copy or write it again",
+        )
+    record = payload.get("model", payload)
+    broken = first_non_finite((record.get("state_dict") or {}).items())
+    if broken is not None:
+        raise ModelSourceError(f"{path} holds NaN or Inf in {broken!r}", "use a checkpoint from before training diverged")
 
 
 def load_checkpoint(
@@ -110,7 +153,7 @@ def load_checkpoint(
         return load_model(path, trust=trust)
     from binarize.sources import read_torch_file
 
-    return model_from_payload(read_torch_file(Path(path), trust=False), trust=trust, model=model)
+    return model_from_payload(read_torch_file(Path(path), trust=False), path, trust=trust, model=model)
 
 
 def is_checkpoint(payload: Any) -> bool:
@@ -121,12 +164,15 @@ def is_checkpoint(payload: Any) -> bool:
     return isinstance(record, Mapping) and record.get("format") == FORMAT
 
 
-def model_from_payload(payload: Mapping[str, Any], *, trust: bool = False, model: nn.Module | None = None) -> nn.Module:
-    """The model of a loaded checkpoint file (a bare record or one under ``"model"``)."""
-    record = payload.get("model", payload)
+def model_from_payload(
+    payload: Mapping[str, Any], path: str | Path, *, trust: bool = False, model: nn.Module | None = None
+) -> nn.Module:
+    """The model of the checkpoint file ``path`` holding ``payload`` (a record under ``"model"``),
+    after `verify_checkpoint`."""
     if not is_checkpoint(payload):
-        raise ModelSourceError("file is not a binarize checkpoint", "write it with binarize convert or save_checkpoint")
-    return model_from_record(record, trust=trust, model=model)
+        raise ModelSourceError(f"{path} is not a binarize checkpoint", "write it with binarize convert or save_checkpoint")
+    verify_checkpoint(payload, path)
+    return model_from_record(payload.get("model", payload), trust=trust, model=model)
 
 
 def input_shape(model: nn.Module) -> tuple[int, ...] | None:

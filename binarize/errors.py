@@ -53,3 +53,7 @@ class DataError(BinarizeError):
 
 class OutputExistsError(BinarizeError):
     """An output file exists and overwriting was not asked for."""
+
+
+class Interrupted(BinarizeError):
+    """The user stopped a run (Ctrl-C); the message says where it can resume."""

@@ -1,14 +1,25 @@
 """Where float models come from: torchvision names, the binarize zoo, files.
 
-Loading never runs code from a file unless the caller trusts it: state dicts, binarize
-checkpoints and ``torch.export`` archives load safely; a whole pickled module needs
-``trust=True`` (as ``torch.load(weights_only=False)`` would).
+Loading never runs code from a file unless the caller trusts it. State dicts, safetensors and
+binarize checkpoints load without unpickling anything (``torch.load(weights_only=True)``).
+Two kinds of file need ``trust=True`` (``--trust``) because reading them unpickles:
+
+- a whole module written by ``torch.save(model)``;
+- a ``torch.export`` archive (``.pt2``): ``torch.export.load`` unpickles its sample inputs
+  and any weight stored as a pickle, falling back to a full unpickler when the safe one
+  refuses, so a crafted archive runs code. Reading the program without pickle would mean
+  re-implementing torch's archive format; binarize treats ``.pt2`` like a pickled module.
+
+A checkpoint converted from either kind embeds the file (source kind ``"pt2"`` or
+``"pickle"``, see `binarize.checkpoint.needs_trust`), so rebuilding it asks for the same trust.
 """
 
 from __future__ import annotations
 
 import io
 import pickle
+import re
+import warnings
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,8 +46,9 @@ def load_model(
 
     ``source`` is ``torchvision:NAME``, ``binarize:NAME`` (the `binarize.models` zoo), a
     binarize checkpoint, a state-dict file (``.pt``/``.pth``/``.safetensors``, needs
-    ``arch``), a ``torch.export`` archive (``.pt2``), or a file written by
-    ``torch.save(model)`` (needs ``trust=True``: unpickling runs code from the file).
+    ``arch``), a ``torch.export`` archive (``.pt2``) or a file written by
+    ``torch.save(model)`` (both need ``trust=True``: reading them unpickles, which runs code
+    from the file).
     ``weights`` is a state-dict file loaded into an architecture given by name.
 
     The model gets a ``binarize_source`` attribute recording how to rebuild it.
@@ -54,7 +66,7 @@ def load_model(
             "give an existing file, torchvision:NAME (e.g. torchvision:resnet18) or binarize:NAME",
         )
     if path.suffix == ".pt2":
-        return _load_exported(path)
+        return _load_exported(path, trust=trust)
     if path.suffix == ".safetensors":
         return _with_arch(arch, path, _read_safetensors(path))
     payload = read_torch_file(path, trust=trust)
@@ -64,7 +76,7 @@ def load_model(
     from binarize.checkpoint import is_checkpoint, model_from_payload
 
     if is_checkpoint(payload):
-        return model_from_payload(payload, trust=trust)
+        return model_from_payload(payload, path, trust=trust)
     if _is_state_dict(payload):
         return _with_arch(arch, path, payload)
     raise ModelSourceError(
@@ -145,19 +157,34 @@ def _is_state_dict(payload: Any) -> bool:
     )
 
 
+#: What torch's safe unpickler says when a file names a class it will not import: the file
+#: holds pickled objects (a module), as opposed to bytes that are no pickle at all.
+_REFUSED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+
+#: The fix of every "this file needs trust" error.
+TRUST_FIX = ("pass --trust (trust=True) only if you trust where it came from, "
+             "or save model.state_dict() and load it with --arch")
+
+
 def read_torch_file(path: Path, *, trust: bool) -> Any:
     """The object a ``torch.save`` file holds, read with ``weights_only=True``; a pickled module
-    is unpickled only with ``trust`` (one-line errors for corrupt files and refused trust)."""
+    is unpickled only with ``trust`` (one-line errors for corrupt files and refused trust).
+
+    torch's warnings about the file (e.g. an unusual pickle protocol) are silenced: the
+    one-line error, or the loaded object, says everything the user needs."""
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        if "weights_only" not in str(exc) and "Unsupported global" not in str(exc):
-            raise ModelSourceError(f"cannot read {path} as a PyTorch file ({first_line(exc)})", "check that the file is complete and not corrupt") from None
+        refused = _REFUSED_GLOBAL.search(str(exc))
+        if refused is None:
+            raise _not_a_model_file(path) from None
         if not trust:
             raise UnsafeSourceError(
-                f"{path} is a pickled module: loading it runs code stored in the file",
-                "pass --trust (trust=True) only if you trust where it came from, "
-                "or save model.state_dict() and load it with --arch",
+                f"{path} holds pickled Python objects ({refused.group(1)}): loading it runs code "
+                "stored in the file",
+                TRUST_FIX,
             ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         raise ModelSourceError(
@@ -165,12 +192,22 @@ def read_torch_file(path: Path, *, trust: bool) -> Any:
             "check that the file is complete and not corrupt",
         ) from None
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=False)
     except Exception as exc:  # trusted unpickling can fail with anything the file raises
         raise ModelSourceError(
             f"cannot unpickle {path} ({first_line(exc)})",
             "the classes it needs must be importable; prefer a state dict with --arch",
         ) from None
+
+
+def _not_a_model_file(path: Path) -> ModelSourceError:
+    return ModelSourceError(
+        f"{path} is not a model file binarize reads (not written by torch.save)",
+        "give a binarize checkpoint, a state dict (.pt, .pth, .safetensors) with --arch, "
+        "a .pt2 archive, torchvision:NAME or binarize:NAME",
+    )
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -185,39 +222,55 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _load_exported(path: Path) -> nn.Module:
-    from binarize.conversion.functional_lift import lift_functional_layers
-
-    try:
-        program = torch.export.load(str(path))
-    except Exception as exc:  # a corrupt archive raises many kinds of errors
-        raise ModelSourceError(
-            f"cannot read {path} as a torch.export archive ({first_line(exc)})",
-            "write it with torch.export.save(torch.export.export(model, args), path)",
-        ) from None
-    model = lift_functional_layers(program.module())
+def _load_exported(path: Path, *, trust: bool) -> nn.Module:
+    if not trust:
+        raise UnsafeSourceError(
+            f"{path} is a torch.export archive: torch.export.load unpickles parts of it, which "
+            "runs code stored in the file",
+            TRUST_FIX,
+        )
+    program = _read_exported(path, str(path))
+    model = _module_of(program)
     model.binarize_source = {"kind": "pt2", "archive": _file_bytes(path)}
     model.binarize_input_shape = _exported_input_shape(program)
     return model
 
 
 def module_from_archive(source: Mapping[str, Any], *, trust: bool) -> nn.Module:
-    """Rebuilds the float model of a checkpoint whose source is an embedded file."""
-    data = bytes(source["archive"].numpy().tobytes())
+    """Rebuilds the float model of a checkpoint whose source is an embedded ``.pt2`` archive or
+    pickled module; both are unpickled, so ``trust`` is required."""
+    kind = "torch.export archive" if source["kind"] == "pt2" else "pickled module"
+    if not trust:
+        raise UnsafeSourceError(
+            f"this checkpoint was converted from a {kind}, which it embeds: rebuilding it runs "
+            "code stored in the file",
+            "pass --trust (trust=True) only if you trust where it came from",
+        )
+    data = io.BytesIO(bytes(source["archive"].numpy().tobytes()))
     if source["kind"] == "pt2":
-        from binarize.conversion.functional_lift import lift_functional_layers
-
-        model = lift_functional_layers(torch.export.load(io.BytesIO(data)).module())
+        model = _module_of(_read_exported(data, "the checkpoint's embedded archive"))
     else:
-        if not trust:
-            raise UnsafeSourceError(
-                "this checkpoint was converted from a pickled module: rebuilding it runs code "
-                "stored in the file",
-                "pass --trust (trust=True) only if you trust where it came from",
-            )
-        model = torch.load(io.BytesIO(data), map_location="cpu", weights_only=False)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            model = torch.load(data, map_location="cpu", weights_only=False)
     model.binarize_source = dict(source)
     return model
+
+
+def _read_exported(file: str | io.BytesIO, name: str) -> Any:
+    try:
+        return torch.export.load(file)
+    except Exception as exc:  # a corrupt archive raises many kinds of errors
+        raise ModelSourceError(
+            f"cannot read {name} as a torch.export archive ({first_line(exc)})",
+            "write it with torch.export.save(torch.export.export(model, args), path)",
+        ) from None
+
+
+def _module_of(program: Any) -> nn.Module:
+    from binarize.conversion.functional_lift import lift_functional_layers
+
+    return lift_functional_layers(program.module())
 
 
 def _exported_input_shape(program: Any) -> tuple[int, ...] | None:

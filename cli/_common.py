@@ -81,6 +81,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
 # Options shared by every command that reads a model.
 ARCH_OPTION = typer.Option(None, "--arch", help="Architecture for a state-dict file: torchvision:NAME or binarize:NAME.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", help="State-dict file to load into a named architecture.")
-TRUST_OPTION = typer.Option(False, "--trust", help="Allow unpickling a whole saved module (runs code from the file).")
+TRUST_OPTION = typer.Option(False, "--trust", help="Allow what runs code from a file: unpickling a saved module or a .pt2 archive (and checkpoints made from them), following a path an .onnx file names.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 FORCE_OPTION = typer.Option(False, "--force", help="Overwrite existing output files.")

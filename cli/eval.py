@@ -27,7 +27,7 @@ def eval_file(
     file: Path = typer.Argument(..., help="A .pt checkpoint (or any model source), an .onnx or a .bnz file."),
     data: str | None = typer.Option(None, "--data", help="Labelled test data: digits, cifar10:PATH or imagefolder:PATH."),
     random: int | None = typer.Option(None, "--random", help="Evaluate on N random inputs (no labels: agreement and latency only)."),
-    reference: str | None = typer.Option(None, "--reference", help="The model FILE was made from (a checkpoint or model source), for agreement. Default: the source an .onnx file records, if it still exists."),
+    reference: str | None = typer.Option(None, "--reference", help="The model FILE was made from (a checkpoint or model source), for agreement. Default with --trust: the source an .onnx file records, if it still exists."),
     shape: str | None = typer.Option(None, "--input-shape", help="One batch's shape, e.g. 1,3,32,32. Default: from the data or the file."),
     batch_size: int = typer.Option(32, "--batch-size", help="Batch N for evaluation and for the batch-N latency."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per latency (the median is reported)."),
@@ -46,9 +46,13 @@ def eval_file(
     peer = load_deployed(file) if engine == "openvino" and reference is None else None
     if peer is not None:
         console.print("agreement with the packed runtime on the same file")
-    elif reference is None and recorded is not None and Path(recorded).exists():
-        reference = recorded
-        console.print(f"agreement with {reference} (recorded at export)")
+    elif reference is None and recorded is not None:
+        # A path read from the file is the file's word, not the user's: follow it only on --trust.
+        if not trust:
+            console.print(f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it")
+        elif Path(recorded).exists():
+            reference = recorded
+            console.print(f"agreement with {reference} (recorded at export)")
     reference_model = None
     if reference is not None:
         from binarize import load_model

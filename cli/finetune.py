@@ -20,7 +20,7 @@ from binarize.cli._common import (
     emit_json,
     handles_errors,
 )
-from binarize.errors import ConfigError, OutputExistsError
+from binarize.errors import ConfigError, Interrupted, OutputExistsError
 
 #: command-line option → FinetuneConfig field; a flag left at None keeps the recipe's value
 FLAG_FIELDS = (
@@ -40,7 +40,7 @@ def finetune(
     estimator: str = typer.Option(None, "--estimator", "-e", help="Estimator for weights and inputs when converting a float model. Default: the recipe's, else reste."),
     input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs, or none for float activations. Default: as --estimator."),
     teacher: str = typer.Option(None, "--teacher", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
-    distill: bool = typer.Option(True, "--distill/--no-distill", help="Distill from the float teacher."),
+    distill: bool = typer.Option(None, "--distill/--no-distill", help="Distill from the float teacher. Default: on, off when the teacher has random weights (an architecture name without --weights)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs. Default: recipe, else 10."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Global batch size. Default: recipe, else 64."),
     optimizer: str = typer.Option(None, "--optimizer", help="sgd, adam, adamw or fenbp. Default: recipe, else adam."),
@@ -72,11 +72,12 @@ def finetune(
     from binarize.train import finetune as run_finetune
     from binarize.train.recipe import load_recipe
     from binarize.train.distributed import teardown
-    from binarize.train.state import load_training_checkpoint
+    from binarize.train.state import load_training_checkpoint, seed_everything
 
     flags = {name: value for name, value in locals().items() if name in FLAG_FIELDS and value is not None}
     loaded = load_recipe(recipe) if recipe is not None else None
     main_process = int(os.environ.get("RANK", "0")) == 0
+    teacher_note = None
     if resume is not None:
         payload = load_training_checkpoint(resume)
         config = FinetuneConfig.from_dict(payload["config"]).replace(**_resume_safe(flags))
@@ -87,21 +88,27 @@ def finetune(
         source = model or (loaded.model if loaded else None)
         if source is None:
             raise ConfigError("no model given", "pass MODEL (e.g. binarize:digits_cnn) or a recipe with [recipe] model")
+        distill, teacher_note = _decide_distillation(distill, teacher or source, weights if teacher is None else None)
+        seed_everything(config.seed)  # before the float model is built: its initial weights are random
         binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, teacher, distill, weights, arch, trust)
         run_dir = output or Path(f"{_stem(source)}-{_estimator_name(binary)}-finetune")
         if main_process and run_dir.exists() and any(run_dir.iterdir()) and not force:
             raise OutputExistsError(f"run folder {run_dir} exists", "pass --force, choose another -o, or --resume its last.pt")
-    if not distill:
+    if distill is False:
         config = config.replace(distill_weight=0.0)
     data_spec = data or (loaded.data if loaded and loaded.data else "digits")
     shape = getattr(binary, "binarize_input_shape", None) or getattr(binary, "input_shape", None)
     splits = get_datasets(data_spec, image_size=shape[-1] if shape else None)
     if main_process:
+        if teacher_note:
+            console.print(teacher_note)
         console.print(f"finetune {(getattr(binary, 'binarize_source', None) or {}).get('name', '')} on {splits.name}: "
                       f"{len(splits.train)} train / {len(splits.test)} test, output {run_dir}")
     try:
         result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
                               resume_from=resume, output_dir=run_dir)
+    except KeyboardInterrupt:
+        raise _interrupted(run_dir) from None
     finally:
         teardown()  # leaves the torchrun process group, if this run joined one
     if not main_process:
@@ -138,6 +145,35 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
         default_teacher = model if distill else None  # convert copied it: the float model is intact
     teacher_model = load_model(teacher, trust=trust) if teacher and distill else default_teacher
     return binary, teacher_model
+
+
+def _decide_distillation(distill: bool | None, teacher: str, weights: Path | None) -> tuple[bool, str | None]:
+    """Whether to distil, and what to tell the user: on unless asked otherwise, or unless the
+    teacher is an architecture name without weights (a random teacher only teaches noise)."""
+    if not (teacher.startswith(("torchvision:", "binarize:")) and weights is None):
+        return distill is not False, None
+    if distill:
+        return True, f"warning: distilling from {teacher}, which has random weights (no --weights)"
+    note = None if distill is False else (
+        f"note: the teacher {teacher} has random weights (no --weights), so distillation is off; "
+        "--weights or --teacher give a trained one, --distill forces it")
+    return False, note
+
+
+def _interrupted(run_dir: Path) -> Interrupted:
+    """Where a run stopped by Ctrl-C can continue: the last.pt it wrote, if any."""
+    from binarize.train.state import load_training_checkpoint
+
+    last = run_dir / "last.pt"
+    if not last.exists():
+        return Interrupted(f"interrupted before the first checkpoint; nothing to resume in {run_dir}",
+                           "run the command again with --force (--checkpoint-every N also saves within epochs)")
+    position = load_training_checkpoint(last)["position"]
+    return Interrupted(
+        f"interrupted; {last} holds step {position['step']} (epoch {position['epoch'] + 1}, "
+        f"{position['batch']} batches in)",
+        f"continue with: binarize finetune --resume {last}",
+    )
 
 
 def _config_fields(config: Any) -> dict[str, Any]:

@@ -44,7 +44,8 @@ class DeployedModel:
         return None
 
     def recorded_source(self) -> str | None:
-        """The model source the file was exported from, when the file records it."""
+        """The model source the file was exported from, when the file records it (a path the
+        file states: callers follow it only when the user trusts the file)."""
         return None
 
     def per_layer_times(self, x: Tensor) -> dict[str, float] | None:
@@ -81,7 +82,10 @@ class OnnxFile(DeployedModel):
         super().__init__(path)
         self._threads = 0
         self._sessions: dict[int, Any] = {}
-        self._session()  # fail early on a broken file
+        from binarize.export.onnx import verify_onnx_file
+
+        verify_onnx_file(path)
+        self._session()  # fail early on a file onnxruntime cannot run
 
     def _session(self) -> Any:
         from binarize.export.onnx import inference_session

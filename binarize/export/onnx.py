@@ -18,10 +18,15 @@ negative number (sign −1) in the other, so a binary layer fed by GELU disagree
 activation. In the torchvision sweep with random weights and inputs this broke parity for
 swin_v2_s/b (GELU before binary MLP layers) and once for efficientnet_b7 (55 binary layers on
 millions of activations; other random weights for it pass at 2e-7).
+
+Integrity: the metadata records the SHA-256 of the serialized graph (nodes and initializers),
+and `verify_onnx_file` refuses a binarize file whose graph no longer matches it, or whose
+float initializers hold NaN/Inf (export refuses such a model in the first place).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import sys
@@ -37,8 +42,9 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
-from binarize.errors import ConversionError, OutputExistsError, first_line
+from binarize.errors import ConversionError, ModelSourceError, OutputExistsError, first_line
 from binarize.export.freeze import freeze
+from binarize.integrity import first_non_finite
 
 MIN_OPSET = 17
 #: The default: the dynamo exporter implements 18 natively (17 would need a version conversion).
@@ -50,6 +56,9 @@ DISABLED_OPTIMIZERS = ("ConvMulFusion",)
 DISABLED_OPTIMIZERS_KEY = "binarize.ort_disabled_optimizers"
 #: Metadata key of the model source an export was made from (read back by ``binarize eval``).
 SOURCE_KEY = "binarize.source"
+#: Metadata key of the SHA-256 of the serialized graph (see `graph_digest`).
+DIGEST_KEY = "binarize.graph_sha256"
+PRODUCER = "binarize"
 #: Tried in order: the TorchScript-based exporter is fast and gives plain graphs across
 #: torchvision; the dynamo exporter handles what it cannot (e.g. non-divisible adaptive pooling).
 EXPORTERS = ("torchscript", "dynamo")
@@ -109,6 +118,12 @@ def export_onnx(
         raise ConversionError(f"opset {opset} is too old", f"use opset {MIN_OPSET} or newer")
     example_inputs = tuple(example_inputs)
     frozen = freeze(model)
+    broken = first_non_finite(frozen.state_dict().items())
+    if broken is not None:
+        raise ConversionError(
+            f"the model holds NaN or Inf in {broken!r}; not exporting it",
+            "the weights are damaged or training diverged (try a lower learning rate)",
+        )
     failures = []
     for exporter in EXPORTERS:
         try:
@@ -219,10 +234,41 @@ def _add_metadata(path: Path, metadata: dict[str, str]) -> None:
     import onnx
 
     model = onnx.load(str(path))
-    recorded = {DISABLED_OPTIMIZERS_KEY: ",".join(DISABLED_OPTIMIZERS), **metadata}
+    recorded = {DISABLED_OPTIMIZERS_KEY: ",".join(DISABLED_OPTIMIZERS), **metadata, DIGEST_KEY: graph_digest(model)}
     onnx.helper.set_model_props(model, recorded)
-    model.producer_name = "binarize"
+    model.producer_name = PRODUCER
     onnx.save(model, str(path))
+
+
+def graph_digest(model: Any) -> str:
+    """Hex SHA-256 of an ONNX model's graph (nodes, initializers, inputs, outputs) as protobuf
+    serializes it deterministically; the metadata, which records it, is outside the graph."""
+    return hashlib.sha256(model.graph.SerializeToString(deterministic=True)).hexdigest()
+
+
+def verify_onnx_file(path: str | Path) -> None:
+    """Refuses (one-line `ModelSourceError`) an ONNX file that does not parse, a binarize export
+    whose graph no longer matches the SHA-256 in its metadata (or records none), and any file
+    whose float initializers hold NaN or Inf. Files from other tools have no digest to check."""
+    import onnx
+    from onnx import numpy_helper
+
+    fix = "use an intact copy or export it again (binarize export MODEL --onnx OUT.onnx)"
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf and onnx raise their own types for unreadable files
+        raise ModelSourceError(f"cannot read {path} as ONNX ({first_line(exc, 160)})", fix) from None
+    if model.producer_name == PRODUCER:
+        recorded = {prop.key: prop.value for prop in model.metadata_props}.get(DIGEST_KEY)
+        if recorded is None:
+            raise ModelSourceError(f"{path} records no checksum: it is damaged or was written by an older binarize", fix)
+        if recorded != graph_digest(model):
+            raise ModelSourceError(
+                f"{path} is damaged: its graph does not match the SHA-256 recorded when it was written", fix
+            )
+    broken = first_non_finite((tensor.name, numpy_helper.to_array(tensor)) for tensor in model.graph.initializer)
+    if broken is not None:
+        raise ModelSourceError(f"{path} holds NaN or Inf in initializer {broken!r}", fix)
 
 
 def check_onnx_file(path: Path) -> list[str]:

@@ -1,5 +1,9 @@
 """What a run shows and records: a progress display (rich on a terminal, plain lines
-otherwise) on stderr and metrics as JSON lines. Only rank 0 makes one; others get `Silent`."""
+otherwise) on stderr and metrics as JSON lines. Only rank 0 makes one; others get `Silent`.
+
+Epochs are numbered from 1 in every line, as in ``metrics.jsonl``. Plain progress lines start
+at once (steps 1, 2, 4, 8, … up to ``log_every``), so a slow run shows life from the first
+steps, then come every ``log_every`` steps."""
 
 from __future__ import annotations
 
@@ -33,22 +37,27 @@ class RunLog:
                 TimeRemainingColumn(),
                 console=Console(file=self.stream),
             )
-            self.task = self.progress.add_task("finetune", total=total_steps, epoch=0, loss=0.0, acc=0.0)
+            self.task = self.progress.add_task("finetune", total=total_steps, epoch=1, loss=0.0, acc=0.0)
             self.progress.start()
         self.total_steps = total_steps
 
     def step(self, step: int, epoch: int, loss: float, accuracy: float) -> None:
-        """Called after each optimizer step (``step`` counts from 1)."""
+        """Called after each optimizer step (``step`` counts from 1, ``epoch`` is the loop's
+        index from 0 and is shown from 1)."""
         if self.progress is not None:
-            self.progress.update(self.task, completed=step, epoch=epoch, loss=loss, acc=accuracy)
-        elif step % self.log_every == 0 or step == self.total_steps:
+            self.progress.update(self.task, completed=step, epoch=epoch + 1, loss=loss, acc=accuracy)
+        elif self._shows(step):
             elapsed = time.monotonic() - self.started
             print(
-                f"step {step}/{self.total_steps} epoch {epoch} loss {loss:.4f} acc {accuracy:.2f}% "
+                f"step {step}/{self.total_steps} epoch {epoch + 1} loss {loss:.4f} acc {accuracy:.2f}% "
                 f"elapsed {elapsed:.0f}s",
                 file=self.stream,
                 flush=True,
             )
+
+    def _shows(self, step: int) -> bool:
+        early = step < self.log_every and step & (step - 1) == 0  # 1, 2, 4, 8, ...
+        return early or step % self.log_every == 0 or step == self.total_steps
 
     def record(self, entry: dict[str, Any]) -> None:
         """Appends one metrics line and echoes it as a plain line."""

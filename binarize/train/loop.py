@@ -10,12 +10,10 @@ BatchNorm re-estimation and a final evaluation.
 from __future__ import annotations
 
 import contextlib
-import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
@@ -30,7 +28,13 @@ from binarize.train.distributed import Distributed, local_device, setup
 from binarize.train.evaluate import EvalResult, evaluate
 from binarize.train.log import RunLog, Silent
 from binarize.train.optim import build_optimizer, build_scheduler, clip_latent_weights, clipping_enabled
-from binarize.train.state import Position, load_training_checkpoint, save_training_checkpoint, set_rng_state
+from binarize.train.state import (
+    Position,
+    load_training_checkpoint,
+    save_training_checkpoint,
+    seed_everything,
+    set_rng_state,
+)
 
 #: config fields that may differ when resuming: they change how, not what, is computed
 RESUME_MAY_CHANGE = ("device", "num_workers", "log_every", "compile", "checkpoint_every", "eval_batch_size")
@@ -89,7 +93,7 @@ def finetune(
     device = local_device(config.device)
     ddp = setup(device)
     directory = Path(output_dir) if output_dir is not None else None
-    _seed_everything(config.seed + ddp.rank)
+    seed_everything(config.seed + ddp.rank)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = False  # autotuning picks kernels by timing: not reproducible
     resume = load_training_checkpoint(resume_from) if resume_from is not None else None
@@ -226,12 +230,6 @@ def _announce(log: RunLog, directory: Path | None, position: Position) -> None:
     """A plain line naming the checkpoint just written (scripts and tests wait for it)."""
     if directory is not None and not isinstance(log, Silent):
         print(f"checkpoint {directory / 'last.pt'} step {position.step}", file=log.stream, flush=True)
-
-
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
 
 
 def _check_resume_config(saved: dict[str, Any], config: FinetuneConfig) -> None:

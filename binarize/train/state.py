@@ -4,8 +4,9 @@ A training checkpoint is a dict of plain data readable with ``torch.load(weights
 ``model`` (a `binarize.checkpoint.model_record`, so ``binarize.load_checkpoint`` loads the
 model from it too), ``optimizer``, ``scheduler``, ``teacher`` (state dict or None), ``rng``
 (torch, CUDA, Python, NumPy states), ``position`` (epoch, batch within it, global step),
-``totals`` (the running sums of the current epoch), ``best`` and ``config``. Files are written
-atomically (temporary file, then rename), so a killed run leaves the previous file intact.
+``totals`` (the running sums of the current epoch), ``best``, ``config`` and the SHA-256 of all
+of it (checked on load). Files are written atomically (temporary file, then rename), so a
+killed run leaves the previous file intact.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from binarize.checkpoint import FORMAT, atomic_save, model_record
+from binarize.checkpoint import FORMAT, atomic_save, model_record, verify_checkpoint
 from binarize.errors import ModelSourceError, first_line
 
 KIND = "binarize.training"
@@ -36,6 +37,14 @@ class Position:
 
     def to_dict(self) -> dict[str, int]:
         return asdict(self)
+
+
+def seed_everything(seed: int) -> None:
+    """Seeds torch, Python and NumPy: call it before building anything random (a model's
+    initial weights included) so that the same seed gives the same run."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
 
 
 def rng_state() -> dict[str, Any]:
@@ -108,4 +117,5 @@ def load_training_checkpoint(path: str | Path) -> dict[str, Any]:
         raise ModelSourceError(
             f"{path} is not a training checkpoint", "pass the last.pt or best.pt written by binarize finetune"
         )
+    verify_checkpoint(payload, path)
     return payload

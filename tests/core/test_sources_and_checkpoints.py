@@ -68,13 +68,17 @@ def test_exported_program_converts_and_round_trips(tmp_path):
     model = Tiny().eval()
     path = tmp_path / "tiny.pt2"
     torch.export.save(torch.export.export(model, (torch.randn(2, 3, 8, 8),)), path)
-    loaded = binarize.load_model(path)
+    with pytest.raises(UnsafeSourceError, match="torch.export archive"):
+        binarize.load_model(path)  # torch.export.load unpickles parts of the archive
+    loaded = binarize.load_model(path, trust=True)
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(loaded(x), model(x))
     converted = binarize.convert(loaded, BinarizeConfig(min_fan_in=0)).eval()
     assert [row.fqn for row in converted.binarize_report.rows if row.binarized] == ["b"]
     save_checkpoint(converted, tmp_path / "tiny.binarized.pt")
-    reloaded = load_checkpoint(tmp_path / "tiny.binarized.pt").eval()
+    with pytest.raises(UnsafeSourceError, match="embeds"):
+        load_checkpoint(tmp_path / "tiny.binarized.pt")
+    reloaded = load_checkpoint(tmp_path / "tiny.binarized.pt", trust=True).eval()
     torch.testing.assert_close(reloaded(x), converted(x))
 
 
@@ -108,7 +112,7 @@ def test_exported_program_keeps_its_input_shape_through_conversion(tmp_path):
     """Regression: deep-copying a GraphModule dropped the recorded input shape."""
     path = tmp_path / "tiny.pt2"
     torch.export.save(torch.export.export(Tiny().eval(), (torch.randn(2, 3, 8, 8),)), path)
-    converted = binarize.convert(binarize.load_model(path), BinarizeConfig(min_fan_in=0))
+    converted = binarize.convert(binarize.load_model(path, trust=True), BinarizeConfig(min_fan_in=0))
     assert converted.binarize_input_shape == (2, 3, 8, 8)
     save_checkpoint(converted, tmp_path / "t.pt")
-    assert load_checkpoint(tmp_path / "t.pt").binarize_input_shape == (2, 3, 8, 8)
+    assert load_checkpoint(tmp_path / "t.pt", trust=True).binarize_input_shape == (2, 3, 8, 8)

@@ -14,7 +14,8 @@ import torch
 from binarize.checkpoint import load_checkpoint
 
 SCRIPT = Path(__file__).with_name("finetune_script.py")
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+#: PYTHONPATH: the child must import this checkout's binarize, not another installed copy.
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(SCRIPT.parents[2])}
 
 
 def _run(*args: str) -> None:
