@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -51,7 +53,7 @@ def _trained_digits(anneal: bool) -> torch.nn.Module:
     layer = LayerConfig("dste", weight_estimator_args=args, input_estimator="dste", input_estimator_args=args)
     binary = convert(float_model, BinarizeConfig(layer=layer))
     config = FinetuneConfig(epochs=2, batch_size=64, lr=3e-3, device="cpu", log_every=10**6, seed=0)
-    finetune(binary, TensorDataset(images[:384], labels[:384]), config=config, stream=open("/dev/null", "w"))
+    finetune(binary, TensorDataset(images[:384], labels[:384]), config=config, stream=io.StringIO())
     return binary
 
 
