@@ -22,6 +22,7 @@ samples). A PNG shows accuracy per estimator with standard-error bars. Jobs run 
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import math
 import multiprocessing
@@ -234,7 +235,7 @@ def run(datasets: list[str], seeds: int, workers: int, runs_path: str | None, qu
     return result_from(runs, floats, seeds, time.monotonic() - started)
 
 
-def result_from(runs: list[dict[str, Any]], floats: dict[str, dict[str, Any]], seeds: int, wall: float) -> dict[str, Any]:
+def result_from(runs: list[dict[str, Any]], floats: dict[str, dict[str, Any]], seeds: int | dict[str, int], wall: float) -> dict[str, Any]:
     datasets = list(floats)
     return {
         "protocol": {d: {"model": BENCHES[d].model, "float": BENCHES[d].float_config.to_dict(), "tune": BENCHES[d].tune.to_dict()}
@@ -249,22 +250,28 @@ def result_from(runs: list[dict[str, Any]], floats: dict[str, dict[str, Any]], s
 
 
 def from_runs(path: str) -> dict[str, Any]:
-    """The result of a ``--runs`` file, keeping only seeds complete for every data set."""
+    """The result of a ``--runs`` file, keeping per data set only the seeds it completed."""
     with open(path) as stream:
         lines = [json.loads(line) for line in stream if line.strip()]
     floats = {line["data"]: line for line in lines if line.get("float")}
     runs = [line for line in lines if not line.get("float")]
-    per_seed = len(SETTINGS) * len(MODES) * len(INITS) * len(floats)
-    complete = [seed for seed in sorted({r["seed"] for r in runs}) if sum(r["seed"] == seed for r in runs) == per_seed]
-    runs = [r for r in runs if r["seed"] in complete]
-    return result_from(runs, floats, len(complete), float("nan"))
+    per_seed = len(SETTINGS) * len(MODES) * len(INITS)
+
+    def complete(run: dict[str, Any]) -> bool:
+        return sum((r["data"], r["seed"]) == (run["data"], run["seed"]) for r in runs) == per_seed
+
+    runs = [r for r in runs if complete(r)]
+    seeds = {d: len({r["seed"] for r in runs if r["data"] == d}) for d in floats}
+    floats = {d: f for d, f in floats.items() if seeds[d]}
+    return result_from(runs, floats, seeds, float("nan"))
 
 
 def print_tables(result: dict[str, Any]) -> None:
     print(f"seeds {result['seeds']}, wall {result['wall_seconds']:.0f}s, CPU {result['cpu_seconds']:.0f}s "
           f"(≈ {result['cpu_seconds'] / 2 / 60:.1f} min on 2 idle cores)")
     for data_name, top1 in result["float_top1"].items():
-        print(f"\n{data_name}: float {top1:.2f} %")
+        n = next(r["n"] for r in result["rows"] if r["data"] == data_name)
+        print(f"\n{data_name}: float {top1:.2f} %, {n} seeds")
         print(f"{'mode':6} {'init':8} {'rank':>4} {'setting':16} {'top-1 %':>8} {'± s.e.':>7} {'p vs best':>9} {'sampled':>8}")
         for row in (r for r in result["rows"] if r["data"] == data_name):
             p = "" if row["p_vs_best"] is None else f"{row['p_vs_best']:.3f}"
@@ -273,7 +280,7 @@ def print_tables(result: dict[str, Any]) -> None:
                   f"{row['stderr']:7.2f} {p:>9} {sampled:>8}")
 
 
-_SINK = open("/dev/null", "w")
+_SINK = io.StringIO()  # finetune's progress lines (one per epoch at this log_every)
 
 
 def main() -> None:
