@@ -192,7 +192,7 @@ def plot(rows: list[dict[str, Any]], floats: dict[str, float], path: str) -> Non
             ax.set_title(f"{data_name} {mode}")
             ax.set_ylabel("test top-1 % (mean ± s.e.)")
             ax.grid(axis="y", alpha=0.3)
-            ax.legend(fontsize=8, loc="lower left")
+            ax.legend(fontsize=8, loc="best")
     figure.tight_layout()
     figure.savefig(path, dpi=110)
 
