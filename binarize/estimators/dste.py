@@ -56,7 +56,8 @@ class DSTE(Estimator):
         self.s = float(s)
         self.sample_eval = bool(sample_eval)
         self.anneal_until = None if anneal_until is None else float(anneal_until)
-        self._schedule_buffer("noise", 1.0)
+        if self.anneal_until is not None:  # the paper's method has no schedule state
+            self._schedule_buffer("noise", 1.0)
 
     def set_progress(self, progress: float) -> None:
         if self.anneal_until is not None:
@@ -69,6 +70,8 @@ class DSTE(Estimator):
     def forward_value(self, x: Tensor) -> Tensor:
         if not (self.training or self.sample_eval):
             return sign(x)
+        if self.anneal_until is None:
+            return sample_sign(torch.sigmoid(x / self.s), self.uniform(x))
         noise = self.noise.to(x.dtype)
         # At τ = 0 the division gives ±inf (or NaN at a = 0): the sample is sign(a) there.
         sample = sample_sign(torch.sigmoid(x / (self.s * noise)), self.uniform(x))
