@@ -15,6 +15,12 @@ samples). A PNG shows accuracy per estimator with standard-error bars. Jobs run 
 ``--workers`` processes of one thread each; ``cpu_seconds`` is their summed CPU time, so that
 ``cpu_seconds / 2`` is the wall time on two idle cores.
 
+Budget (chosen for the 15-minute limit on two cores): 3 fine-tuning epochs on digits, 2 on
+MNIST-1D. Measured (shared machine, 2026-11-30): 3 digits seeds + 2 MNIST-1D seeds took 434
+CPU-s (≈ 3.6 min on two idle cores; all 3 seeds of both ≈ 5 min). At 2 epochs the MNIST-1D
+W1A1 nets (a plain chain, no shortcut around the binary convolutions) stay near 30-36 %: the
+ranking there is of early training, not of converged accuracy.
+
     python benchmarks/estimators_accuracy.py [--data digits mnist1d] [--seeds 3] [--json out.json] [--plot out.png]
         [--runs runs.jsonl]   # and later, if stopped: --from-runs runs.jsonl --json ... --plot ...
 """
