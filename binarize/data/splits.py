@@ -18,7 +18,7 @@ class DataSplits:
         train: the training set (augmented where the data set has augmentations).
         test: the evaluation set (deterministic transforms only).
         num_classes: number of labels.
-        input_shape: one example's shape ``(C, H, W)``.
+        input_shape: one example's shape, ``(C, H, W)`` or ``(C, L)``.
         name: the spec it was made from, e.g. ``digits`` or ``cifar10:/data/cifar``.
     """
 
@@ -31,7 +31,7 @@ class DataSplits:
 
 def spec_names() -> list[str]:
     """The data set kinds ``get_datasets`` understands."""
-    return ["digits", "cifar10:PATH", "imagefolder:PATH"]
+    return ["digits", "mnist1d", "cifar10:PATH", "imagefolder:PATH"]
 
 
 def get_datasets(spec: str, *, augment: bool = True, image_size: int | None = None) -> DataSplits:
@@ -39,6 +39,7 @@ def get_datasets(spec: str, *, augment: bool = True, image_size: int | None = No
 
     Args:
         spec: ``digits`` (offline, shipped in the package: a fixed stratified 80/20 split),
+            ``mnist1d`` (generated locally by the ``mnist1d`` package, its standard split),
             ``cifar10:PATH`` (the python-pickle folder ``cifar-10-batches-py`` or its parent) or
             ``imagefolder:PATH`` (``PATH/train/<class>/*`` and ``PATH/val/<class>/*``).
         augment: random crop + flip on the training split (CIFAR-10, ImageFolder).
@@ -49,6 +50,10 @@ def get_datasets(spec: str, *, augment: bool = True, image_size: int | None = No
         from binarize.data.digits import digits_splits
 
         return digits_splits()
+    if kind == "mnist1d" and not sep:
+        from binarize.data.mnist1d import mnist1d_splits
+
+        return mnist1d_splits()
     if kind in ("cifar10", "imagefolder") and sep:
         path = Path(location).expanduser()
         if not path.is_dir():

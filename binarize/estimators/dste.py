@@ -7,9 +7,12 @@ shekhovt/PSA-Neurips2020.
 
 from __future__ import annotations
 
-import torch
-from torch import Tensor
+import math
 
+import torch
+from torch import Tensor, nn
+
+from binarize.errors import ConfigError
 from binarize.estimators.base import Estimator
 from binarize.estimators.registry import register
 from binarize.functional import sign
@@ -22,30 +25,57 @@ def sample_sign(probability: Tensor, uniform: Tensor) -> Tensor:
 
 @register("dste")
 class DSTE(Estimator):
-    """x = sign(a − Z), Z logistic with scale s, i.e. P(x = +1) = σ(a/s).
+    """x = sign(a − τ·Z), Z logistic with scale s, i.e. P(x = +1) = σ(a/(τ·s)).
 
     Forward: a sample in training (and in eval when ``sample_eval``), ``sign(a)`` otherwise;
     freezing is always deterministic. Backward ``φ = (2/s)·σ'(a/s)``, surrogate
-    ``tanh(a/(2s)) = E[x]``. Samples come from torch's global RNG: seed it to reproduce.
+    ``tanh(a/(2s)) = E[x]`` at τ = 1. Samples come from torch's global RNG: seed it to reproduce.
+
+    τ is the noise level: 1 (the paper's method) unless ``anneal_until`` is set, which makes it
+    ``τ(p) = (1 + cos(π·min(p/anneal_until, 1)))/2``: from 1 at the start of training to 0 at
+    progress ``anneal_until`` (1: the end of training), after which the sample is ``sign(a)``
+    and the network trained is the deterministic one that is frozen, exported and packed. The
+    backward keeps scale s throughout (a fixed surrogate).
+
+    Example:
+        >>> import torch
+        >>> est = DSTE(anneal_until=1.0)
+        >>> est.set_progress(1.0)
+        >>> est(torch.tensor([-0.2, 0.0, 0.3])).tolist()
+        [-1.0, 1.0, 1.0]
     """
 
     paper = "PSA / DSTE (Shekhovtsov et al., NeurIPS 2020)"
     summary = "stochastic sign(a − logistic noise); gradient of E[x] = tanh(a/2s)"
     stochastic = True
 
-    def __init__(self, s: float = 1.0, sample_eval: bool = False) -> None:
+    def __init__(self, s: float = 1.0, sample_eval: bool = False, anneal_until: float | None = None) -> None:
         super().__init__()
+        if anneal_until is not None and not 0.0 < anneal_until <= 1.0:
+            raise ConfigError(f"dste anneal_until={anneal_until!r} is outside (0, 1]", "use the progress at which the noise reaches 0, e.g. 1.0")
         self.s = float(s)
         self.sample_eval = bool(sample_eval)
+        self.anneal_until = None if anneal_until is None else float(anneal_until)
+        if self.anneal_until is not None:  # the paper's method has no schedule state
+            self._schedule_buffer("noise", 1.0)
+
+    def set_progress(self, progress: float) -> None:
+        if self.anneal_until is not None:
+            self.noise.fill_(noise_level(min(progress / self.anneal_until, 1.0)))
 
     def uniform(self, like: Tensor) -> Tensor:
         """The U(0, 1) draws behind a sample (a method so that tests can fix them)."""
         return torch.rand_like(like)
 
     def forward_value(self, x: Tensor) -> Tensor:
-        if self.training or self.sample_eval:
+        if not (self.training or self.sample_eval):
+            return sign(x)
+        if self.anneal_until is None:
             return sample_sign(torch.sigmoid(x / self.s), self.uniform(x))
-        return sign(x)
+        noise = self.noise.to(x.dtype)
+        # At τ = 0 the division gives ±inf (or NaN at a = 0): the sample is sign(a) there.
+        sample = sample_sign(torch.sigmoid(x / (self.s * noise)), self.uniform(x))
+        return torch.where(noise > 0, sample, sign(x))
 
     def derivative(self, x: Tensor) -> Tensor:
         p = torch.sigmoid(x / self.s)
@@ -53,3 +83,39 @@ class DSTE(Estimator):
 
     def surrogate(self, x: Tensor) -> Tensor:
         return torch.tanh(x / (2.0 * self.s))
+
+
+def sampled_probabilities(model: nn.Module, inputs: Tensor, samples: int = 32) -> Tensor:
+    """Class probabilities averaged over ``samples`` stochastic forward passes.
+
+    The official PSA code's test protocol (``test_accuracy_samples``): the model in eval mode
+    (BatchNorm running statistics) with every stochastic estimator sampling, softmax averaged
+    over the samples. A model trained with ``anneal_noise`` does not need it: its samples are
+    ``sign(a)`` at the end of training, the deterministic prediction.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from binarize import BinarizeConfig, LayerConfig, convert
+        >>> net = nn.Sequential(nn.Linear(4, 8), nn.Linear(8, 8), nn.Linear(8, 3))
+        >>> binary = convert(net, BinarizeConfig(layer=LayerConfig("dste", input_estimator="dste")))
+        >>> sampled_probabilities(binary, torch.randn(5, 4), samples=4).shape
+        torch.Size([5, 3])
+    """
+    estimators = [m for m in model.modules() if isinstance(m, Estimator) and m.stochastic and hasattr(m, "sample_eval")]
+    saved_flags, was_training = [m.sample_eval for m in estimators], model.training
+    model.eval()
+    try:
+        for estimator in estimators:
+            estimator.sample_eval = True
+        with torch.no_grad():
+            return torch.stack([torch.softmax(model(inputs), dim=-1) for _ in range(samples)]).mean(dim=0)
+    finally:
+        for estimator, flag in zip(estimators, saved_flags):
+            estimator.sample_eval = flag
+        model.train(was_training)
+
+
+def noise_level(progress: float) -> float:
+    """τ(p) = (1 + cos πp)/2: the annealed noise level, 1 at p = 0 and 0 at p = 1."""
+    return 0.5 * (1.0 + math.cos(math.pi * progress))

@@ -20,7 +20,8 @@ that produces its input:
   (any loss on top; any layer) or ``"log_softmax"`` (the paper's; a Linear layer, train with
   ``nll_loss``).
 
-The sampled values carry no gradient of their own. In eval, sign(a) (deterministic). In the
+The sampled values carry no gradient of their own. In eval, sign(a) (deterministic), or a
+sample when ``sample_eval`` (the official test protocol: see `sampled_probabilities`). In the
 weight slot PSA is an extension (the paper keeps weights real): sign with the DSTE gradient.
 """
 
@@ -57,12 +58,13 @@ class PSA(Estimator):
     summary = "path sample-analytic gradient for chains of stochastic binary layers"
     stochastic = True
 
-    def __init__(self, s: float = 1.0, objective: str = "identity") -> None:
+    def __init__(self, s: float = 1.0, objective: str = "identity", sample_eval: bool = False) -> None:
         super().__init__()
         if objective not in _OBJECTIVES:
             raise ConfigError(f"psa objective {objective!r} is unknown", f"use one of {', '.join(_OBJECTIVES)}")
         self.s = float(s)
         self.objective = objective
+        self.sample_eval = bool(sample_eval)
         # Links set by check_graph, kept out of the module tree (they point at other modules).
         self.__dict__.update(_owner=None, _producer=None, _is_output=False, _role=None, _pass={})
 
@@ -88,7 +90,7 @@ class PSA(Estimator):
                 )
             return with_surrogate_gradient(x, sign(x), self.backward)
         if not self.training:
-            return sign(x)
+            return sample_sign(torch.sigmoid(x / self.s), self.uniform(x)) if self.sample_eval else sign(x)
         producer = None if self._producer is None else self._producer.input_estimator
         a = x if producer is None else x.reshape(producer._pass["out_shape"])
         p = torch.sigmoid(a / self.s)

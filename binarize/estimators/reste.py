@@ -20,9 +20,9 @@ from binarize.functional import sign
 class ReSTE(Estimator):
     """Forward sign(x); surrogate ``f(x) = sign(x)·min(|x|, t)^(1/o)``, linearised on |x| ≤ m.
 
-    Backward (branch order as in the official code):
-    ``φ = m^(1/o)/m`` for |x| ≤ m (the chord slope, finite at 0),
-    ``φ = (1/o)·|x|^((1−o)/o)`` for m < |x| ≤ t, ``φ = 0`` for |x| > t.
+    Backward (branch order as in the official code, the chord last):
+    ``φ = m^(1/o)/m`` for |x| ≤ m (the chord slope, finite at 0, even beyond t when t < m),
+    ``φ = (1/o)·|x|^((1−o)/o)`` for m < |x| ≤ t, ``φ = 0`` for |x| > max(t, m).
     Schedule: ``o(p) = 1 + (o_end − 1)·(1 − cos(π·p/2))``; at o = 1, φ ≡ 1 on |x| ≤ t.
     The paper's scaling is one scalar per layer, mean|W|, not detached (``tensor_mean``).
     """
@@ -45,8 +45,10 @@ class ReSTE(Estimator):
         chord = self.m ** (1.0 / o) / self.m
         # |x|^((1-o)/o) is infinite at 0 for o > 1; `where` picks the chord there, never multiplies it.
         power = magnitude.pow((1.0 - o) / o) / o
-        inside = torch.where(magnitude <= self.m, torch.full_like(x, chord), power)
-        return torch.where(magnitude <= self.t, inside, torch.zeros_like(x))
+        # Official branch order: the chord slope is assigned last, so |x| ≤ m gets it even
+        # where |x| > t (possible only with t < m); this is the derivative of `surrogate`.
+        outside = torch.where(magnitude <= self.t, power, torch.zeros_like(x))
+        return torch.where(magnitude <= self.m, torch.full_like(x, chord), outside)
 
     def surrogate(self, x: Tensor) -> Tensor:
         o = float(self.o)

@@ -15,6 +15,7 @@ EXPECTED = {
     "resnet20": (269_722, 18),  # 19 convs; the stem stays float
     "resnet18_cifar": (11_173_962, 19),  # 16 3×3 + 3 downsample 1×1 convs; stem and fc float
     "vgg_small": (4_660_106, 5),
+    "mnist1d_cnn": (28_490, 2),  # conv2, conv3 (Conv1d); conv1 and fc float
 }
 
 
