@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -32,8 +31,6 @@ from binarize.train.state import KIND
 
 runner = CliRunner()
 BINARIZE = str(Path(sys.executable).with_name("binarize"))
-#: The console script must import this checkout's binarize, not another installed copy.
-CHECKOUT_ENV = {**os.environ, "PYTHONPATH": str(Path(binarize.__file__).parents[1])}
 
 
 class Payload:
@@ -171,7 +168,7 @@ def test_real_process_refuses_poisoned_files(tmp_path):
         ["summary", str(poisoned_archive(tmp_path / "evil.pt2", marker))],
         ["export", str(poisoned_checkpoint(tmp_path, marker)), "--onnx", str(tmp_path / "x.onnx")],
     ):
-        done = subprocess.run([BINARIZE, *args], check=False, capture_output=True, text=True, timeout=300, env=CHECKOUT_ENV)
+        done = subprocess.run([BINARIZE, *args], check=False, capture_output=True, text=True, timeout=300)
         lines = done.stderr.strip().splitlines()
         assert done.returncode == 1, done.stderr
         assert len(lines) == 1 and lines[0].startswith("error: ") and "--trust" in lines[0], done.stderr

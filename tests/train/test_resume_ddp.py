@@ -14,8 +14,7 @@ import torch
 from binarize.checkpoint import load_checkpoint
 
 SCRIPT = Path(__file__).with_name("finetune_script.py")
-#: PYTHONPATH: the child must import this checkout's binarize, not another installed copy.
-ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(SCRIPT.parents[2])}
+ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
 
 
 def _run(*args: str) -> None:
