@@ -96,8 +96,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) 
 
 def atomic_save(payload: Any, path: Path) -> None:
     """``torch.save`` to a temporary file beside ``path``, then rename: never a half file."""
-    with atomic_path(path) as temporary:
-        torch.save(payload, temporary)
+    # Through a Python file, so that a full disk raises OSError (torch's own writer says only
+    # "unexpected pos"), which atomic_path turns into one line.
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        torch.save(payload, stream)
 
 
 def load_checkpoint(

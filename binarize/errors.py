@@ -53,3 +53,7 @@ class DataError(BinarizeError):
 
 class OutputExistsError(BinarizeError):
     """An output file exists and overwriting was not asked for."""
+
+
+class OutputError(BinarizeError):
+    """An output file or folder cannot be written (no space, no permission, not a folder)."""

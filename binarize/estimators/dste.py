@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from binarize.estimators.base import Estimator
+from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
 from binarize.functional import sign
 
@@ -36,6 +36,7 @@ class DSTE(Estimator):
     def __init__(self, s: float = 1.0, sample_eval: bool = False) -> None:
         super().__init__()
         self.s = float(s)
+        require(self, "s", self.s > 0.0, "> 0")
         self.sample_eval = bool(sample_eval)
 
     def uniform(self, like: Tensor) -> Tensor:

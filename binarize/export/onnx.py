@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
-from binarize.errors import ConversionError, OutputExistsError, first_line
+from binarize.errors import ConversionError, OutputError, OutputExistsError, first_line
 from binarize.export.freeze import freeze
 
 MIN_OPSET = 17
@@ -117,6 +117,8 @@ def export_onnx(
             if not check:
                 return result
             result = _parity(frozen, path, example_inputs, result)
+        except OutputError:  # the file could not be written: no other exporter can help
+            raise
         except Exception as exc:  # each exporter (and onnxruntime) fails in its own ways
             failures.append(f"{exporter}: {first_line(exc)}")
             continue

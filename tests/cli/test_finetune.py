@@ -15,7 +15,7 @@ from binarize.checkpoint import load_checkpoint
 from binarize.cli.main import app
 from binarize.nn.layers import BinaryLayer
 
-RECIPE = Path(__file__).parents[2] / "recipes" / "digits_demo.toml"
+RECIPE = Path(__file__).parents[2] / "binarize" / "recipes" / "digits_demo.toml"
 runner = CliRunner()
 
 
