@@ -56,7 +56,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     would (0666 less the umask; the temporary file starts at 0600) and renamed onto ``path``;
     otherwise it is removed. Readers therefore never see a half-written file, and a failed
     write leaves any existing ``path`` untouched. An `OSError` (full disk, no permission, a
-    folder in the way) becomes an `OutputError` naming ``path``.
+    folder in the way), also one wrapped in another error, becomes an `OutputError` naming ``path``.
     """
     temporary: Path | None = None
     try:
@@ -69,11 +69,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
             os.fsync(stream.fileno())
         os.chmod(temporary, 0o666 & ~_umask())
         os.replace(temporary, path)
-    except OSError as exc:
-        raise os_error(exc, path) from None
+    except Exception as exc:
+        cause = _os_cause(exc)
+        if cause is None:
+            raise
+        raise os_error(cause, path) from None
     finally:
         if temporary is not None:
             temporary.unlink(missing_ok=True)
+
+
+def _os_cause(exc: BaseException | None) -> OSError | None:
+    """The `OSError` behind ``exc``: writers (the ONNX exporters) wrap it in their own errors."""
+    for _ in range(8):  # a few links deep; chains can loop
+        if exc is None or isinstance(exc, OSError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
 
 
 def _umask() -> int:

@@ -25,7 +25,7 @@ from binarize.cli._common import (
 )
 from binarize._files import check_output
 from binarize.data.splits import spec_names
-from binarize.errors import ConfigError, OutputExistsError
+from binarize.errors import BinarizeError, ConfigError, OutputExistsError
 from binarize.estimators import names as estimator_names
 from binarize.train.config import OPTIMIZERS, SCHEDULES
 from binarize.train.recipe import recipe_names
@@ -115,6 +115,10 @@ def finetune(
         result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
                               resume_from=resume, output_dir=run_dir,
                               stream=io.StringIO() if json_output else None)  # --json: stdout only
+    except (BinarizeError, OSError):
+        if main_process and resume is None:
+            _discard_unfinished(run_dir)
+        raise
     finally:
         teardown()  # leaves the torchrun process group, if this run joined one
     if not main_process:
@@ -170,6 +174,17 @@ def _claim_run_folder(run_dir: Path, force: bool) -> None:
                                 "start over with --force (it clears that run's files) or choose another -o")
     for name in RUN_FILES:
         (run_dir / name).unlink(missing_ok=True)
+
+
+def _discard_unfinished(run_dir: Path) -> None:
+    """After a failed new run: its files go unless it left a last.pt to resume from (then the
+    next run in that folder says how to resume), so that nothing stray blocks a rerun."""
+    if (run_dir / "last.pt").exists():
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _config_fields(config: Any) -> dict[str, Any]:
