@@ -98,7 +98,7 @@ def recipe_from_dict(data: Mapping[str, Any], path: str = "<recipe>") -> Recipe:
         if key not in RECIPE_KEYS:
             raise ConfigError(f"recipe {path}: unknown key {key!r} in [recipe]", f"valid keys: {', '.join(RECIPE_KEYS)}")
         if not isinstance(value, RECIPE_KEYS[key]) or isinstance(value, bool):
-            raise ConfigError(f"recipe {path}: [recipe] {key}={value!r} has the wrong type", "see recipes/README")
+            raise ConfigError(f"recipe {path}: [recipe] {key}={value!r} has the wrong type", "see the installed recipes in binarize/recipes/ for examples")
     finetune_table = _table(data, "finetune", path)
     try:
         convert = BinarizeConfig.from_dict(_table(data, "convert", path))
