@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import sys
+import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -32,12 +33,17 @@ def fail(err: BinarizeError) -> None:
 
 def handles_errors(command: F) -> F:
     """Decorates a command so that a `BinarizeError`, or an OS failure no library call turned
-    into one (a full disk while appending metrics, say), becomes one line and exit status 1."""
+    into one (a full disk while appending metrics, say), becomes one line and exit status 1.
+    Under ``--json`` Python warnings are dropped: stderr stays quiet (the JSON carries binarize's
+    own warnings, e.g. the conversion report's)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                if kwargs.get("as_json") or kwargs.get("json_output"):
+                    warnings.simplefilter("ignore")
+                return command(*args, **kwargs)
         except BinarizeError as err:
             fail(err)
         except OSError as exc:

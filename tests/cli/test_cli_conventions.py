@@ -112,3 +112,22 @@ def test_json_keeps_stderr_quiet(tmp_path):
         assert result.exit_code == 0, (args[0], result.output)
         assert result.stderr == "", args[0]
         assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_json_drops_python_warnings_that_would_reach_stderr(monkeypatch, recwarn):
+    import warnings
+
+    from binarize.cli import summary as summary_cli
+
+    real = summary_cli.summarize
+
+    def warning_summarize(*args, **kwargs):
+        warnings.warn("a library's warning", UserWarning, stacklevel=1)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(summary_cli, "summarize", warning_summarize)
+    quiet = runner.invoke(app, ["summary", "binarize:digits_cnn", "--json"])
+    assert quiet.exit_code == 0 and quiet.stderr == ""
+    assert not [w for w in recwarn if "a library's warning" in str(w.message)]
+    loud = runner.invoke(app, ["summary", "binarize:digits_cnn"])  # (pytest records what would print)
+    assert loud.exit_code == 0 and [w for w in recwarn if "a library's warning" in str(w.message)]
