@@ -62,7 +62,9 @@ def plot_estimators(path: str | Path, *, estimators: Sequence[str] | None = None
     axes[0][0].set_ylabel("surrogate f(x)")
     axes[1][0].set_ylabel("backward φ(x)")
     figure.tight_layout()
-    with atomic_path(path) as temporary:
-        figure.savefig(temporary, dpi=110)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110)
+    finally:
+        plt.close(figure)
     return path
