@@ -119,8 +119,10 @@ def save_checkpoint(model: nn.Module, path: str | Path, *, force: bool = False) 
 def atomic_save(payload: Mapping[str, Any], path: Path) -> None:
     """``torch.save`` of ``payload`` sealed with its SHA-256 (see `verify_checkpoint`) to a
     temporary file beside ``path``, then rename: never a half file."""
-    with atomic_path(path) as temporary:
-        torch.save(seal(payload), temporary)
+    # Through a Python file, so that a full disk raises OSError (torch's own writer says only
+    # "unexpected pos"), which atomic_path turns into one line.
+    with atomic_path(path) as temporary, open(temporary, "wb") as stream:
+        torch.save(seal(payload), stream)
 
 
 def verify_checkpoint(payload: Mapping[str, Any], path: str | Path) -> None:

@@ -2,7 +2,7 @@
 fine-tune with distillation → evaluate → export to ONNX and `.bnz` → evaluate the deployed files,
 with a table of accuracy and size at each stage and one of the three deployed forms.
 
-Runs in a few minutes on two CPU cores with no download. ``recipes/digits_demo.toml`` holds the
+Runs in a few minutes on two CPU cores with no download. ``binarize/recipes/digits_demo.toml`` holds the
 same settings for ``binarize finetune``.
 """
 

@@ -57,3 +57,7 @@ class OutputExistsError(BinarizeError):
 
 class Interrupted(BinarizeError):
     """The user stopped a run (Ctrl-C); the message says where it can resume."""
+
+
+class OutputError(BinarizeError):
+    """An output file or folder cannot be written (no space, no permission, not a folder)."""

@@ -5,13 +5,19 @@ from __future__ import annotations
 import functools
 import json
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any, TypeVar
 
+import torch
 import typer
 from rich.console import Console
+from torch import nn
 
-from binarize.errors import BinarizeError
+from binarize._files import os_error
+from binarize._probe import forward_once
+from binarize.errors import BinarizeError, ConfigError, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -26,16 +32,63 @@ def fail(err: BinarizeError) -> None:
 
 
 def handles_errors(command: F) -> F:
-    """Decorates a command so that a `BinarizeError` becomes one line and exit status 1."""
+    """Decorates a command so that a `BinarizeError`, or an OS failure no library call turned
+    into one (a full disk while appending metrics, say), becomes one line and exit status 1.
+    Under ``--json`` Python warnings are dropped: stderr stays quiet (the JSON carries binarize's
+    own warnings, e.g. the conversion report's)."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with warnings.catch_warnings():
+                if kwargs.get("as_json") or kwargs.get("json_output"):
+                    warnings.simplefilter("ignore")
+                return command(*args, **kwargs)
         except BinarizeError as err:
             fail(err)
+        except OSError as exc:
+            fail(os_error(exc))
 
     return wrapper  # type: ignore[return-value]
+
+
+def one_of(names: Iterable[str]) -> str:
+    """The sentence that lists an option's valid values in its help: ``"One of: a, b, c."``"""
+    return f"One of: {', '.join(names)}."
+
+
+def load_source(source: str, *, weights: Path | None, arch: str | None, trust: bool) -> nn.Module:
+    """`load_model`, refusing --weights and --arch where the source would ignore them: --weights
+    goes with a named architecture (torchvision:NAME, binarize:NAME), --arch with a state-dict file."""
+    from binarize import load_model
+
+    named = source.startswith(("torchvision:", "binarize:"))
+    if weights is not None and not named:
+        raise ConfigError(
+            f"--weights is ignored for {source}: it loads a state dict into a named architecture",
+            "give torchvision:NAME or binarize:NAME with --weights, or pass the state-dict file as the model with --arch",
+        )
+    if arch is not None and named:
+        raise ConfigError(f"--arch is ignored for {source}: it names the architecture already",
+                          "drop --arch, or pass a state-dict file as the model with --arch")
+    return load_model(source, weights=weights, arch=arch, trust=trust)
+
+
+def check_input_shape(
+    model: Callable[[torch.Tensor], Any],
+    shape: tuple[int, ...],
+    what: str,
+    fix: str | None = None,
+) -> None:
+    """Runs ``model`` once on zeros of ``shape`` so that a shape it cannot take (wrong channel
+    count, rank or size) is one line naming the shape, not a traceback from deep inside."""
+    try:
+        forward_once(model, torch.zeros(shape))
+    except Exception as exc:  # models fail on a wrong shape with many error types
+        raise ConfigError(
+            f"{what} cannot take an input of shape {','.join(map(str, shape))} ({first_line(exc, 160)})",
+            fix or "pass --input-shape N,C,H,W as the model expects (channels first)",
+        ) from None
 
 
 def emit_json(payload: Any) -> None:
@@ -54,8 +107,6 @@ def _jsonable(value: Any) -> Any:
 
 def parse_key_values(items: list[str], flag: str) -> dict[str, str]:
     """``["k=v", ...]`` → ``{"k": "v"}`` with a one-line error for malformed items."""
-    from binarize.errors import ConfigError
-
     parsed: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
@@ -67,8 +118,6 @@ def parse_key_values(items: list[str], flag: str) -> dict[str, str]:
 
 def parse_shape(text: str) -> tuple[int, ...]:
     """``"1,3,224,224"`` → ``(1, 3, 224, 224)``."""
-    from binarize.errors import ConfigError
-
     try:
         shape = tuple(int(part) for part in text.replace("x", ",").split(","))
     except ValueError:
@@ -79,7 +128,7 @@ def parse_shape(text: str) -> tuple[int, ...]:
 
 
 # Options shared by every command that reads a model.
-ARCH_OPTION = typer.Option(None, "--arch", help="Architecture for a state-dict file: torchvision:NAME or binarize:NAME.")
+ARCH_OPTION = typer.Option(None, "--arch", metavar="SOURCE", help="Architecture for a state-dict file: torchvision:NAME or binarize:NAME.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", help="State-dict file to load into a named architecture.")
 TRUST_OPTION = typer.Option(False, "--trust", help="Allow what runs code from a file: unpickling a saved module or a .pt2 archive (and checkpoints made from them), following a path an .onnx file names.")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout.")

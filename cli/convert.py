@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
 import typer
 from rich.table import Table
 
-from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, load_model, save_checkpoint
+from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, save_checkpoint
+from binarize._files import check_output
 from binarize.checkpoint import input_shape
 from binarize.cli._common import (
     ARCH_OPTION,
@@ -18,30 +20,34 @@ from binarize.cli._common import (
     WEIGHTS_OPTION,
     console,
     emit_json,
+    check_input_shape,
     handles_errors,
+    load_source,
+    one_of,
     parse_key_values,
     parse_shape,
 )
 from binarize.conversion import ConversionReport
-from binarize.errors import OutputExistsError
+from binarize.estimators import names as estimator_names
+from binarize.nn.scaling import scaling_names
 
 
 @handles_errors
 def convert(
-    source: str = typer.Argument(..., help="torchvision:NAME, binarize:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
-    estimator: str = typer.Option("ste", "--estimator", "-e", help="Weight estimator (see `binarize estimators`)."),
-    estimator_arg: list[str] = typer.Option([], "--estimator-arg", help="Weight estimator hyperparameter KEY=VALUE (repeatable)."),
-    input_estimator: str | None = typer.Option(None, "--input-estimator", help="Input (activation) estimator, or 'none' for float activations. Default: the weight estimator."),
-    input_estimator_arg: list[str] = typer.Option([], "--input-estimator-arg", help="Input estimator hyperparameter KEY=VALUE (repeatable). Default: the --estimator-arg values when the estimators match."),
-    scaling: str | None = typer.Option(None, "--scaling", help="Scaling α: none, channel_mean, tensor_mean, learned, ... Default: the estimator's paper choice, else channel_mean."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="torchvision:NAME, binarize:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
+    estimator: str = typer.Option("ste", "--estimator", "-e", help=f"Weight estimator (see `binarize estimators`). {one_of(estimator_names())}"),
+    estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Weight estimator hyperparameter, e.g. o_end=3."),
+    input_estimator: str | None = typer.Option(None, "--input-estimator", help=f"Input (activation) estimator. {one_of([*estimator_names(), 'none'])} none: float activations. Default: the weight estimator."),
+    input_estimator_arg: list[str] = typer.Option([], "--input-estimator-arg", metavar="KEY=VALUE", help="Input estimator hyperparameter. Default: the --estimator-arg values when the estimators match."),
+    scaling: str | None = typer.Option(None, "--scaling", help=f"Scaling α. {one_of(scaling_names())} Default: the estimator's paper choice, else channel_mean."),
     weight_transform: str | None = typer.Option(None, "--weight-transform", help="Weight transform before binarizing (libra_pb) or 'none'. Default: the estimator's own."),
     keep_first: bool = typer.Option(True, "--keep-first/--binarize-first", help="Keep the first weighted layer float."),
     keep_last: bool = typer.Option(True, "--keep-last/--binarize-last", help="Keep the last weighted layer float."),
     keep_depthwise: bool = typer.Option(True, "--keep-depthwise/--binarize-depthwise", help="Keep depthwise convolutions float."),
     keep_downsample: bool = typer.Option(False, "--keep-downsample/--binarize-downsample", help="Keep 1x1 strided (shortcut) convolutions float; with the defaults this is the Bi-Real policy."),
     min_fan_in: int = typer.Option(16, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
-    rule: list[str] = typer.Option([], "--rule", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (repeatable; fqn > re > type)."),
-    strict: bool = typer.Option(False, "--strict", help="Fail instead of swapping by name when torch.fx cannot trace the model."),
+    rule: list[str] = typer.Option([], "--rule", metavar="PATTERN=ACTION", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (fqn > re > type)."),
+    strict: bool = typer.Option(False, "--strict", help="Fail instead of warning when torch.fx cannot trace the model (else layers are swapped by name) or a --rule matches no layer."),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,
@@ -75,14 +81,16 @@ def convert(
         strict=strict,
     )
     out = output or default_output(source)
-    if out.exists() and not force:
-        raise OutputExistsError(f"{out} exists", "pass --force to overwrite it or choose another -o")
-    model = load_model(source, weights=weights, arch=arch, trust=trust)
+    check_output(out, force=force)
+    model = load_source(source, weights=weights, arch=arch, trust=trust)
     if shape is not None:
         model.binarize_input_shape = parse_shape(shape)
+        check_input_shape(model, model.binarize_input_shape, source)  # it is recorded: it must fit
     recorded = input_shape(model)
     example = None if recorded is None else (torch.randn(recorded),)
-    binary = convert_model(model, config, example_inputs=example)
+    with warnings.catch_warnings():  # the report lists convert's warnings (and --json carries them)
+        warnings.simplefilter("ignore")
+        binary = convert_model(model, config, example_inputs=example)
     save_checkpoint(binary, out, force=force)
     report: ConversionReport = binary.binarize_report
     if as_json:

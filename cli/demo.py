@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import typer
@@ -20,6 +21,9 @@ def demo(
     ONNX and .bnz, and compare every stage."""
     from binarize.demo import run_demo
 
+    if json_output:  # stdout only: progress and tables are dropped
+        emit_json(run_demo(seed=seed, output_dir=output, stream=io.StringIO()).to_dict())
+        return
     console.print("[bold]binarize demo[/]: digits (offline), float → ReSTE W1A1 → fine-tuned with distillation")
     result = run_demo(seed=seed, output_dir=output)
     table = Table(title=f"{result.model} on digits (test split, 364 images)")
@@ -40,5 +44,3 @@ def demo(
     gap = result.checks["gap_points"]
     verdict = "within" if result.checks["finetuned_within_3_points_of_float"] else "NOT within"
     console.print(f"fine-tuned binary is {gap:.2f} points below float: {verdict} 3 points")
-    if json_output:
-        emit_json(result.to_dict())

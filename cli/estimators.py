@@ -8,14 +8,15 @@ import typer
 from rich.table import Table
 
 from binarize import estimators as registry
-from binarize.cli._common import FORCE_OPTION, console, emit_json, handles_errors
+from binarize._files import check_output
+from binarize.cli._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
 def estimators(
     plot: Path | None = typer.Option(None, "--plot", help="Also draw every estimator's surrogate and backward on [-2, 2] into this PNG (scheduled ones at progress 0, 0.5, 1)."),
     force: bool = FORCE_OPTION,
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object on stdout."),
+    as_json: bool = JSON_OPTION,
 ) -> None:
     """List every estimator with its paper, summary and hyperparameter defaults."""
     rows = [
@@ -32,6 +33,8 @@ def estimators(
     written = None
     if plot is not None:
         from binarize.analysis.plots import plot_estimators
+
+        check_output(plot, force=force)
 
         written = plot_estimators(plot, force=force)
     if as_json:

@@ -9,9 +9,18 @@ import typer
 from rich.table import Table
 
 from binarize.checkpoint import input_shape
-from binarize.cli._common import JSON_OPTION, TRUST_OPTION, console, emit_json, handles_errors, parse_shape
+from binarize.cli._common import (
+    JSON_OPTION,
+    TRUST_OPTION,
+    check_input_shape,
+    console,
+    emit_json,
+    handles_errors,
+    one_of,
+    parse_shape,
+)
 from binarize.errors import ConfigError
-from binarize.data.splits import DataSplits
+from binarize.data.splits import DataSplits, check_fits, spec_names
 from binarize.export.evaluate import (
     DeployedEval,
     DeployedModel,
@@ -24,10 +33,10 @@ from binarize.export.evaluate import (
 
 @handles_errors
 def eval_file(
-    file: Path = typer.Argument(..., help="A .pt checkpoint (or any model source), an .onnx or a .bnz file."),
-    data: str | None = typer.Option(None, "--data", help="Labelled test data: digits, cifar10:PATH or imagefolder:PATH."),
+    file: Path = typer.Argument(..., metavar="FILE", help="A .pt checkpoint (or any model source), an .onnx or a .bnz file."),
+    data: str | None = typer.Option(None, "--data", help=f"Labelled test data. {one_of(spec_names())}"),
     random: int | None = typer.Option(None, "--random", help="Evaluate on N random inputs (no labels: agreement and latency only)."),
-    reference: str | None = typer.Option(None, "--reference", help="The model FILE was made from (a checkpoint or model source), for agreement. Default with --trust: the source an .onnx file records, if it still exists."),
+    reference: str | None = typer.Option(None, "--reference", metavar="SOURCE", help="The model FILE was made from (a checkpoint or model source), for agreement. Default with --trust: the source an .onnx file records, if it still exists."),
     shape: str | None = typer.Option(None, "--input-shape", help="One batch's shape, e.g. 1,3,32,32. Default: from the data or the file."),
     batch_size: int = typer.Option(32, "--batch-size", help="Batch N for evaluation and for the batch-N latency."),
     repeats: int = typer.Option(10, "--repeats", help="Timed calls per latency (the median is reported)."),
@@ -44,15 +53,18 @@ def eval_file(
     deployed = load_deployed(file, trust=trust, int8_float_layers=int8_float_layers, engine=engine)
     recorded = deployed.recorded_source()
     peer = load_deployed(file) if engine == "openvino" and reference is None else None
+    note = None
     if peer is not None:
-        console.print("agreement with the packed runtime on the same file")
+        note = "agreement with the packed runtime on the same file"
     elif reference is None and recorded is not None:
         # A path read from the file is the file's word, not the user's: follow it only on --trust.
         if not trust:
-            console.print(f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it")
+            note = f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it"
         elif Path(recorded).exists():
             reference = recorded
-            console.print(f"agreement with {reference} (recorded at export)")
+            note = f"agreement with {reference} (recorded at export)"
+    if note is not None and not as_json:
+        console.print(note)
     reference_model = None
     if reference is not None:
         from binarize import load_model
@@ -64,6 +76,10 @@ def eval_file(
 
         splits = get_datasets(data, augment=False)
     example_shape = _example_shape(shape, splits, deployed, reference_model)
+    if splits is not None:
+        check_fits(deployed, splits)
+    else:
+        check_input_shape(deployed, (1, *example_shape), str(file))
     batches = (
         dataset_batches(splits.test, batch_size) if splits is not None
         else random_batches(random, example_shape, batch_size)

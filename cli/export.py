@@ -10,7 +10,8 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import export_onnx, load_model
+from binarize import export_onnx
+from binarize._files import check_output
 from binarize.checkpoint import input_shape
 from binarize.cli._common import (
     ARCH_OPTION,
@@ -20,24 +21,28 @@ from binarize.cli._common import (
     WEIGHTS_OPTION,
     console,
     emit_json,
+    check_input_shape,
     handles_errors,
+    load_source,
+    one_of,
     parse_shape,
 )
-from binarize.errors import ConfigError, OutputExistsError
+from binarize.data.splits import spec_names
+from binarize.errors import ConfigError
 from binarize.export.onnx import DEFAULT_OPSET, SOURCE_KEY, ExportResult
 from binarize.export.quantize import QuantizeResult, quantize_float_layers
 
 
 @handles_errors
 def export(
-    model: str = typer.Argument(..., help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
+    model: str = typer.Argument(..., metavar="SOURCE", help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
     onnx_path: Path | None = typer.Option(None, "--onnx", help="Write ONNX here (standard ops, dynamic batch; checked with onnxruntime)."),
     packed_path: Path | None = typer.Option(None, "--packed", help="Write the packed file here: ONNX with 1-bit binarize ops (.bnz; run by binarize.load_packed)."),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224. Default: the one recorded with the model."),
     opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (17 or newer)."),
     check: bool = typer.Option(True, "--check/--no-check", help="Compare the written files with PyTorch on example inputs."),
     int8_float_layers: bool = typer.Option(False, "--int8-float-layers", help="Quantize the ONNX file's float layers (first/last) to int8 (U8S8 QDQ static quantization)."),
-    calibration_data: str | None = typer.Option(None, "--calibration-data", help="Data for int8 calibration (digits, cifar10:PATH, imagefolder:PATH). Default: random inputs."),
+    calibration_data: str | None = typer.Option(None, "--calibration-data", metavar="DATA", help=f"Data for int8 calibration. {one_of(spec_names())} Default: random inputs."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     trust: bool = TRUST_OPTION,
@@ -48,12 +53,13 @@ def export(
     if onnx_path is None and packed_path is None:
         raise ConfigError("nothing to export", "give --onnx OUT.onnx and/or --packed OUT.bnz")
     for out in (onnx_path, packed_path):
-        if out is not None and out.exists() and not force:
-            raise OutputExistsError(f"{out} exists", "pass --force to overwrite it or choose another path")
-    loaded = load_model(model, weights=weights, arch=arch, trust=trust)
+        if out is not None:
+            check_output(out, force=force)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
     dims = parse_shape(shape) if shape else input_shape(loaded)
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
+    check_input_shape(loaded, dims, model)
     # A batch of two at least, so that the check compares more than one prediction.
     example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
     payload: dict[str, object] = {"model": model, "input_shape": list(dims)}

@@ -3,6 +3,7 @@ distillation, checkpoints and exact resume; the same command runs under torchrun
 
 from __future__ import annotations
 
+import io
 import os
 from pathlib import Path
 from typing import Any
@@ -19,8 +20,18 @@ from binarize.cli._common import (
     console,
     emit_json,
     handles_errors,
+    load_source,
+    one_of,
 )
-from binarize.errors import ConfigError, Interrupted, OutputExistsError
+from binarize._files import check_output
+from binarize.data.splits import spec_names
+from binarize.errors import BinarizeError, ConfigError, Interrupted, OutputExistsError
+from binarize.estimators import names as estimator_names
+from binarize.train.config import OPTIMIZERS, SCHEDULES
+from binarize.train.recipe import recipe_names
+
+#: What a run writes into its folder (removed by --force before a new run starts there).
+RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
 
 #: command-line option → FinetuneConfig field; a flag left at None keeps the recipe's value
 FLAG_FIELDS = (
@@ -32,30 +43,30 @@ FLAG_FIELDS = (
 
 @handles_errors
 def finetune(
-    model: str = typer.Argument(None, help="Model: a converted checkpoint, or a float source (torchvision:NAME, binarize:NAME, file) converted first. Default: the recipe's model."),
-    recipe: Path = typer.Option(None, "--recipe", "-r", help="Recipe file (recipes/NAME[.toml]); flags override it."),
-    data: str = typer.Option(None, "--data", "-d", help="Data: digits, cifar10:PATH or imagefolder:PATH. Default: the recipe's, else digits."),
+    model: str = typer.Argument(None, metavar="SOURCE", help="Model: a converted checkpoint, or a float source (torchvision:NAME, binarize:NAME, file) converted first. Default: the recipe's model."),
+    recipe: str = typer.Option(None, "--recipe", "-r", metavar="RECIPE", help=f"An installed recipe by name or a recipe file (PATH[.toml]); flags override it. Installed: {', '.join(recipe_names())}."),
+    data: str = typer.Option(None, "--data", "-d", help=f"Data. {one_of(spec_names())} Default: the recipe's, else digits."),
     output: Path = typer.Option(None, "--output", "-o", help="Run folder for last.pt, best.pt, metrics.jsonl. Default: <model>-<estimator>-finetune."),
     resume: Path = typer.Option(None, "--resume", help="Continue a run exactly from its last.pt (its settings are used)."),
-    estimator: str = typer.Option(None, "--estimator", "-e", help="Estimator for weights and inputs when converting a float model. Default: the recipe's, else reste."),
-    input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs, or none for float activations. Default: as --estimator."),
-    teacher: str = typer.Option(None, "--teacher", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
+    estimator: str = typer.Option(None, "--estimator", "-e", help=f"Estimator for weights and inputs when converting a float model. {one_of(estimator_names())} Default: the recipe's, else reste."),
+    input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs (as --estimator), or none for float activations. Default: as --estimator."),
+    teacher: str = typer.Option(None, "--teacher", metavar="SOURCE", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Distill from the float teacher. Default: on, off when the teacher has random weights (an architecture name without --weights)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs. Default: recipe, else 10."),
     batch_size: int = typer.Option(None, "--batch-size", "-b", help="Global batch size. Default: recipe, else 64."),
-    optimizer: str = typer.Option(None, "--optimizer", help="sgd, adam, adamw or fenbp. Default: recipe, else adam."),
+    optimizer: str = typer.Option(None, "--optimizer", help=f"Optimizer. {one_of(OPTIMIZERS)} Default: recipe, else adam."),
     lr: float = typer.Option(None, "--lr", help="Peak learning rate. Default: recipe, else 1e-3."),
     momentum: float = typer.Option(None, "--momentum", help="SGD/FenBP momentum. Default: recipe, else 0.9."),
     weight_decay: float = typer.Option(None, "--weight-decay", help="Decay of non-binary parameters. Default: recipe, else 0."),
     binary_weight_decay: float = typer.Option(None, "--binary-weight-decay", help="Decay of latent binary weights. Default: recipe, else 0."),
-    schedule: str = typer.Option(None, "--schedule", help="cosine, step or constant. Default: recipe, else cosine."),
+    schedule: str = typer.Option(None, "--schedule", help=f"Learning-rate schedule. {one_of(SCHEDULES)} Default: recipe, else cosine."),
     warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs. Default: recipe, else 0."),
     label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing. Default: recipe, else 0."),
     distill_weight: float = typer.Option(None, "--distill-weight", help="Weight of the KL term. Default: recipe, else 0.5."),
     temperature: float = typer.Option(None, "--temperature", help="Distillation temperature. Default: recipe, else 2."),
     bn_reestimate_batches: int = typer.Option(None, "--bn-reestimate", help="Batches of final BatchNorm re-estimation (0 off). Default: recipe, else 0."),
     seed: int = typer.Option(None, "--seed", help="Seed of every RNG. Default: recipe, else 0."),
-    device: str = typer.Option(None, "--device", help="auto, cpu or cuda. Default: auto."),
+    device: str = typer.Option(None, "--device", help="One of: auto, cpu, cuda. Default: auto."),
     amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA. Default: off."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training model. Default: off."),
     num_workers: int = typer.Option(None, "--workers", help="Data loader workers. Default: 0."),
@@ -67,7 +78,7 @@ def finetune(
     json_output: bool = JSON_OPTION,
 ) -> None:
     """Fine-tune a binary model; `torchrun --nproc_per_node=N $(which binarize) finetune ...` for DDP."""
-    from binarize.data import get_datasets
+    from binarize.data import check_fits, get_datasets
     from binarize.train import FinetuneConfig
     from binarize.train import finetune as run_finetune
     from binarize.train.recipe import load_recipe
@@ -92,29 +103,36 @@ def finetune(
         seed_everything(config.seed)  # before the float model is built: its initial weights are random
         binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, teacher, distill, weights, arch, trust)
         run_dir = output or Path(f"{_stem(source)}-{_estimator_name(binary)}-finetune")
-        if main_process and run_dir.exists() and any(run_dir.iterdir()) and not force:
-            raise OutputExistsError(f"run folder {run_dir} exists", "pass --force, choose another -o, or --resume its last.pt")
+        if main_process:
+            _claim_run_folder(run_dir, force)
     if distill is False:
         config = config.replace(distill_weight=0.0)
     data_spec = data or (loaded.data if loaded and loaded.data else "digits")
     shape = getattr(binary, "binarize_input_shape", None) or getattr(binary, "input_shape", None)
     splits = get_datasets(data_spec, image_size=shape[-1] if shape else None)
-    if main_process:
+    check_fits(binary, splits)
+    if main_process and not json_output:
         if teacher_note:
             console.print(teacher_note)
         console.print(f"finetune {(getattr(binary, 'binarize_source', None) or {}).get('name', '')} on {splits.name}: "
                       f"{len(splits.train)} train / {len(splits.test)} test, output {run_dir}")
     try:
         result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
-                              resume_from=resume, output_dir=run_dir)
+                              resume_from=resume, output_dir=run_dir,
+                              stream=io.StringIO() if json_output else None)  # --json: stdout only
     except KeyboardInterrupt:
         raise _interrupted(run_dir) from None
+    except (BinarizeError, OSError):
+        if main_process and resume is None:
+            _discard_unfinished(run_dir)
+        raise
     finally:
         teardown()  # leaves the torchrun process group, if this run joined one
     if not main_process:
         return
-    _render(result, loaded)
-    if json_output:
+    if not json_output:
+        _render(result, loaded)
+    else:
         emit_json(result.to_dict() | {"output": str(run_dir), "config": config.to_dict(), "data": splits.name}
                   | ({"reference_top1": loaded.reference_top1} if loaded else {}))
 
@@ -128,7 +146,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
     from binarize.sources import load_model
     from binarize.train.distill import teacher_from_converted
 
-    model = load_model(source, weights=weights, arch=arch, trust=trust)
+    model = load_source(source, weights=weights, arch=arch, trust=trust)
     is_binary = any(isinstance(m, BinaryLayer) for m in model.modules())
     if is_binary:
         binary, default_teacher = model, (teacher_from_converted(model) if distill else None)
@@ -174,6 +192,35 @@ def _interrupted(run_dir: Path) -> Interrupted:
         f"{position['batch']} batches in)",
         f"continue with: binarize finetune --resume {last}",
     )
+
+
+def _claim_run_folder(run_dir: Path, force: bool) -> None:
+    """Makes sure a new run may write into ``run_dir``: refuses one that holds an earlier run
+    (saying how to resume it when it left a last.pt), and with ``force`` clears that run's
+    files, so that a stale metrics.jsonl is never appended to."""
+    check_output(run_dir, force=force, folder=True)
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return
+    if not force:
+        last = run_dir / "last.pt"
+        if last.exists():
+            raise OutputExistsError(f"run folder {run_dir} holds an earlier run",
+                                    f"continue it with --resume {last}, start over with --force, or choose another -o")
+        raise OutputExistsError(f"run folder {run_dir} holds a run that stopped before its first checkpoint",
+                                "start over with --force (it clears that run's files) or choose another -o")
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
+def _discard_unfinished(run_dir: Path) -> None:
+    """After a failed new run: its files go unless it left a last.pt to resume from (then the
+    next run in that folder says how to resume), so that nothing stray blocks a rerun."""
+    if (run_dir / "last.pt").exists():
+        return
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    if run_dir.is_dir() and not any(run_dir.iterdir()):
+        run_dir.rmdir()
 
 
 def _config_fields(config: Any) -> dict[str, Any]:

@@ -7,35 +7,48 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from binarize import BinarizeConfig, LayerConfig, convert, indicators as measure, load_model
+from binarize import BinarizeConfig, LayerConfig, convert, indicators as measure
 from binarize.analysis.indicators import IndicatorReport, binary_layers
-from binarize.cli._common import ARCH_OPTION, JSON_OPTION, TRUST_OPTION, WEIGHTS_OPTION, console, emit_json, handles_errors, parse_key_values
-from binarize.data import get_datasets
+from binarize.cli._common import (
+    ARCH_OPTION,
+    JSON_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    console,
+    emit_json,
+    handles_errors,
+    load_source,
+    one_of,
+    parse_key_values,
+)
+from binarize.data import check_fits, get_datasets, spec_names
+from binarize.estimators import names as estimator_names
 
 
 @handles_errors
 def indicators(
-    model: str = typer.Argument(..., help="A binarize checkpoint, or a float model source (converted with --estimator first)."),
-    data: str = typer.Option("digits", "--data", help="Data set: digits (offline), cifar10:PATH or imagefolder:PATH."),
+    model: str = typer.Argument(..., metavar="SOURCE", help="A binarize checkpoint, or a float model source (converted with --estimator first)."),
+    data: str = typer.Option("digits", "--data", help=f"Data set. {one_of(spec_names())}"),
     steps: int = typer.Option(20, "--steps", help="Optimizer steps to measure (on a copy; the model file is not changed)."),
     progress: float | None = typer.Option(None, "--progress", help="Hold every estimator schedule at this progress in [0, 1]. Default: the model's own."),
     lr: float = typer.Option(0.01, "--lr", help="SGD learning rate of the measured steps."),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size of the measured steps."),
     seed: int = typer.Option(0, "--seed", help="Seed for batch order and stochastic estimators."),
-    estimator: str = typer.Option("reste", "--estimator", "-e", help="Estimator used to convert a float MODEL (ignored for converted models)."),
-    estimator_arg: list[str] = typer.Option([], "--estimator-arg", help="Its hyperparameter KEY=VALUE (repeatable)."),
+    estimator: str = typer.Option("reste", "--estimator", "-e", help=f"Estimator used to convert a float SOURCE (ignored for converted models). {one_of(estimator_names())}"),
+    estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Its hyperparameter, e.g. o_end=3."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
     trust: bool = TRUST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure estimating error e and gradient stability s (ReSTE's equilibrium indicators)."""
-    loaded = load_model(model, weights=weights, arch=arch, trust=trust)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
     if not binary_layers(loaded):
         args = parse_key_values(estimator_arg, "--estimator-arg")
         layer = LayerConfig(weight_estimator=estimator, weight_estimator_args=args, input_estimator=estimator, input_estimator_args=args)
         loaded = convert(loaded, BinarizeConfig(layer=layer))
     splits = get_datasets(data, augment=False)
+    check_fits(loaded, splits)
     report = measure(loaded, splits.train, steps=steps, progress=progress, lr=lr, batch_size=batch_size, seed=seed)
     if as_json:
         emit_json(report.to_dict() | {"model": model, "data": splits.name})

@@ -1,8 +1,12 @@
 """The Typer app: one thin module per command, registered here; `run` is the console script."""
 
 import sys
+import typing
+from importlib.metadata import PackageNotFoundError, version as installed_version
+from pathlib import Path
 
 import typer
+from typer.core import TyperGroup
 
 # Typer vendors click and does not re-export its usage-error types.
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
@@ -11,16 +15,62 @@ from typer.exceptions import Abort
 from binarize.cli import eval as eval_cli, export
 from binarize.cli import convert, demo, estimators, finetune, indicators, summary
 
+#: Placeholders in the style of the tools users know (click's own): ``--lr FLOAT``, not ``<float>``.
+PLACEHOLDERS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
+
+
+class ConventionalHelp(TyperGroup):
+    """Every command's parameters get the usual placeholders (TEXT, INTEGER, FLOAT, PATH;
+    arguments by name in capitals, e.g. SOURCE), and repeatable options say so in their help.
+    An option that sets its own ``metavar`` keeps it."""
+
+    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.TyperCommand | None:
+        command = super().get_command(ctx, cmd_name)
+        for param in command.params if command is not None else ():
+            annotation = param.type_descriptor.annotation
+            repeatable = typing.get_origin(annotation) is list
+            if param.param_type_name == "argument":
+                _conventional_argument(param)
+            elif param.metavar is None and annotation is not bool:
+                param.metavar = PLACEHOLDERS.get(typing.get_args(annotation)[0] if repeatable else annotation)
+            if repeatable and "[repeatable]" not in (param.help or ""):
+                param.help = f"{param.help or ''}  [repeatable]".strip()
+        return command
+
+
+def _conventional_argument(argument: typer.core.TyperArgument) -> None:
+    """``SOURCE`` (required) or ``[MODEL]`` (optional) in the usage line, no ``<str>`` beside it."""
+    argument.metavar = argument.metavar or argument.name.upper()
+    usage = argument.metavar if argument.required else f"[{argument.metavar}]"
+    argument._usage_display_name = lambda: usage  # Typer would write {SOURCE}
+    argument.display_type_rich = lambda ctx: None
+
+
+def show_version(value: bool) -> None:
+    if value:
+        try:
+            typer.echo(f"binarize {installed_version('binarize')}")
+        except PackageNotFoundError:  # running from a source tree that was never installed
+            typer.echo("binarize (not installed)")
+        raise typer.Exit()
+
+
 app = typer.Typer(
+    cls=ConventionalHelp,
     help="Binarize pretrained PyTorch networks, fine-tune and deploy them.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
 @app.callback()
-def main() -> None:
+def main(
+    version: bool = typer.Option(False, "--version", "-V", callback=show_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
     """binarize: convert, fine-tune, export and evaluate binary neural networks."""
 
 

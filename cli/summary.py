@@ -8,16 +8,27 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import load_model, summarize
+from binarize import summarize
 from binarize.analysis.summary import ModelSummary
 from binarize.checkpoint import input_shape
-from binarize.cli._common import ARCH_OPTION, JSON_OPTION, TRUST_OPTION, WEIGHTS_OPTION, console, emit_json, handles_errors, parse_shape
+from binarize.cli._common import (
+    ARCH_OPTION,
+    JSON_OPTION,
+    TRUST_OPTION,
+    WEIGHTS_OPTION,
+    check_input_shape,
+    console,
+    emit_json,
+    handles_errors,
+    load_source,
+    parse_shape,
+)
 from binarize.errors import ConfigError
 
 
 @handles_errors
 def summary(
-    model: str = typer.Argument(..., help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
+    model: str = typer.Argument(..., metavar="SOURCE", help="A binarize checkpoint or any model source (see `binarize convert --help`)."),
     shape: str | None = typer.Option(None, "--input-shape", help="Input shape, e.g. 1,3,224,224. Default: the one recorded with the model."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
@@ -25,10 +36,11 @@ def summary(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Summarize a model: per-layer params, binary vs float, bits, MACs as BOPs and FLOPs."""
-    loaded = load_model(model, weights=weights, arch=arch, trust=trust)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
     dims = parse_shape(shape) if shape else input_shape(loaded)
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
+    check_input_shape(loaded, dims, model)
     result = summarize(loaded, (torch.randn(dims),))
     if as_json:
         emit_json(result.to_dict())

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 
+from binarize._files import atomic_path
 from binarize.errors import ConfigError, OutputExistsError
 from binarize.estimators import create, names
 
@@ -61,7 +62,9 @@ def plot_estimators(path: str | Path, *, estimators: Sequence[str] | None = None
     axes[0][0].set_ylabel("surrogate f(x)")
     axes[1][0].set_ylabel("backward φ(x)")
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
+    try:
+        with atomic_path(path) as temporary:
+            figure.savefig(temporary, dpi=110)
+    finally:
+        plt.close(figure)
     return path

@@ -38,6 +38,10 @@ def lift_functional_layers(gm: torch.fx.GraphModule) -> torch.fx.GraphModule:
     gm.graph.eliminate_dead_code()
     gm.delete_all_unused_submodules()
     gm.recompile()
+    # torch.export's module() makes train()/eval() raise; its graph runs as exported whatever
+    # the mode, so plain nn.Module mode switching (summary, conversion) is safe to restore.
+    for name in ("train", "eval"):
+        gm.__dict__.pop(name, None)
     return gm
 
 

@@ -91,6 +91,11 @@ def apply_plan(
     """Swaps in the binary layers ``decisions`` select (in place) and attaches the report."""
     rows, plan_records = [], []
     by_estimator: dict[str, list[str]] = {}
+    layers = [(d.fqn, type(model.get_submodule(d.fqn))) for d in decisions]
+    unmatched = [r.pattern for r in config.rules if not any(r.matches(fqn, kind) for fqn, kind in layers)]
+    if unmatched and config.strict:
+        raise ConversionError(f"rule {unmatched[0]!r} matches no layer",
+                              "check the names in the conversion report, or drop --strict to only warn")
     for decision in decisions:
         module = model.get_submodule(decision.fqn)
         layer = resolved(decision.layer) if decision.layer is not None else None
@@ -102,7 +107,7 @@ def apply_plan(
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))
-    notes = list(warnings_)
+    notes = [*warnings_, *(f"rule {pattern!r} matches no layer" for pattern in unmatched)]
     if isinstance(model, torch.fx.GraphModule):
         model.recompile()
         model.graph.lint()

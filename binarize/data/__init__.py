@@ -6,6 +6,6 @@ CIFAR-10 folders, ImageFolder trees.
 what layout was expected.
 """
 
-from binarize.data.splits import DataSplits, get_datasets, spec_names
+from binarize.data.splits import DataSplits, check_fits, get_datasets, spec_names
 
-__all__ = ["DataSplits", "get_datasets", "spec_names"]
+__all__ = ["DataSplits", "check_fits", "get_datasets", "spec_names"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from binarize.estimators.base import Estimator
+from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
 from binarize.functional import sign
 
@@ -49,6 +49,9 @@ class AdaSTE(Estimator):
         self.alpha, self.beta0, self.growth, self.e_ref = float(alpha), float(beta0), float(growth), float(e_ref)
         self.official_asymmetry = bool(official_asymmetry)
         self.eps_g, self.eps_theta = float(eps_g), float(eps_theta)
+        for key in ("alpha", "growth", "e_ref", "eps_g", "eps_theta"):
+            require(self, key, getattr(self, key) > 0.0, "> 0")
+        require(self, "beta0", self.beta0 >= 0.0, "≥ 0")
         self._schedule_buffer("beta", 0.0)
         self.set_progress(0.0)
 

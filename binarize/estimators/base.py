@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import inspect
+import math
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from binarize.errors import ConfigError
 from binarize.functional import sign, with_surrogate_gradient
 
 
@@ -96,3 +98,13 @@ def hparam_defaults(cls: type[Estimator]) -> dict[str, Any]:
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     params = inspect.signature(cls.__init__).parameters
     return {k: p.default for k, p in params.items() if k != "self" and p.kind in named}
+
+
+def require(estimator: Estimator, key: str, valid: bool, expected: str) -> None:
+    """Called by constructors: a hyperparameter outside its range is refused at once, as one
+    line, instead of failing later (o_end = 0 would divide by zero mid-training)."""
+    value = getattr(estimator, key)
+    if not valid or (isinstance(value, float) and not math.isfinite(value)):
+        default = hparam_defaults(type(estimator))[key]
+        raise ConfigError(f"{estimator.name}.{key}={value!r} is out of range",
+                          f"{key} must be a finite number {expected} (default {key}={default!r})")

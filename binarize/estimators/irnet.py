@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from binarize.estimators.base import Estimator
+from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
 
 
@@ -32,6 +32,8 @@ class EDE(Estimator):
     def __init__(self, t_min: float = 0.1, t_max: float = 10.0) -> None:
         super().__init__()
         self.t_min, self.t_max = float(t_min), float(t_max)
+        require(self, "t_min", self.t_min > 0.0, "> 0")
+        require(self, "t_max", self.t_max >= self.t_min, "≥ t_min")
         self._schedule_buffer("t", 0.0)
         self._schedule_buffer("k", 0.0)
         self.set_progress(0.0)

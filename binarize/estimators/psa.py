@@ -36,7 +36,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from binarize.errors import ConfigError, ConversionError
-from binarize.estimators.base import Estimator
+from binarize.estimators.base import Estimator, require
 from binarize.estimators.dste import sample_sign
 from binarize.estimators.registry import register
 from binarize.functional import sign, with_surrogate_gradient
@@ -63,6 +63,7 @@ class PSA(Estimator):
         if objective not in _OBJECTIVES:
             raise ConfigError(f"psa objective {objective!r} is unknown", f"use one of {', '.join(_OBJECTIVES)}")
         self.s = float(s)
+        require(self, "s", self.s > 0.0, "> 0")
         self.objective = objective
         self.sample_eval = bool(sample_eval)
         # Links set by check_graph, kept out of the module tree (they point at other modules).

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import Tensor
 
-from binarize.estimators.base import Estimator
+from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
 from binarize.functional import sign
 
@@ -34,6 +34,9 @@ class ReSTE(Estimator):
     def __init__(self, o_end: float = 3.0, t: float = 1.5, m: float = 0.1) -> None:
         super().__init__()
         self.o_end, self.t, self.m = float(o_end), float(t), float(m)
+        require(self, "o_end", self.o_end >= 1.0, "≥ 1 (o anneals from 1 to o_end)")
+        require(self, "t", self.t > 0.0, "> 0")
+        require(self, "m", 0.0 < self.m <= self.t, "in (0, t]")
         self._schedule_buffer("o", 1.0)
 
     def set_progress(self, progress: float) -> None:

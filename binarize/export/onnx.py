@@ -42,7 +42,7 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
-from binarize.errors import ConversionError, ModelSourceError, OutputExistsError, first_line
+from binarize.errors import ConversionError, ModelSourceError, OutputError, OutputExistsError, first_line
 from binarize.export.freeze import freeze
 from binarize.integrity import first_non_finite
 
@@ -132,6 +132,8 @@ def export_onnx(
             if not check:
                 return result
             result = _parity(frozen, path, example_inputs, result)
+        except OutputError:  # the file could not be written: no other exporter can help
+            raise
         except Exception as exc:  # each exporter (and onnxruntime) fails in its own ways
             failures.append(f"{exporter}: {first_line(exc)}")
             continue

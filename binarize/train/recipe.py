@@ -52,14 +52,30 @@ class Recipe:
     finetune_keys: tuple[str, ...] = ()
 
 
+#: The recipes installed with the package (``binarize/recipes/*.toml``), found by name.
+INSTALLED = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_names() -> list[str]:
+    """Names of the installed recipes, e.g. ``reste_resnet20_cifar10``."""
+    return sorted(path.stem for path in INSTALLED.glob("*.toml"))
+
+
 def recipe_path(name: str | Path) -> Path:
-    """``recipes/x`` or ``recipes/x.toml`` → the file (a one-line error when missing)."""
+    """A recipe file: ``dir/x.toml``, ``dir/x`` (``.toml`` added), or the name of an installed
+    recipe (``reste_resnet20_cifar10``); a one-line error listing the installed ones otherwise."""
     path = Path(name)
     candidates = [path] if path.suffix == ".toml" else [path.with_name(path.name + ".toml"), path]
+    if path.parent == Path("."):
+        candidates.append(INSTALLED / f"{path.stem}.toml")
     for candidate in candidates:
         if candidate.is_file():
             return candidate
-    raise ConfigError(f"recipe {str(name)!r} not found", "pass a recipe file, e.g. --recipe recipes/digits_demo")
+    from binarize._registry import did_you_mean
+
+    raise ConfigError(f"recipe {str(name)!r} not found",
+                      f"{did_you_mean(path.stem, recipe_names())}give a recipe file or an installed recipe: "
+                      f"{', '.join(recipe_names())}")
 
 
 def load_recipe(name: str | Path) -> Recipe:
@@ -82,7 +98,7 @@ def recipe_from_dict(data: Mapping[str, Any], path: str = "<recipe>") -> Recipe:
         if key not in RECIPE_KEYS:
             raise ConfigError(f"recipe {path}: unknown key {key!r} in [recipe]", f"valid keys: {', '.join(RECIPE_KEYS)}")
         if not isinstance(value, RECIPE_KEYS[key]) or isinstance(value, bool):
-            raise ConfigError(f"recipe {path}: [recipe] {key}={value!r} has the wrong type", "see recipes/README")
+            raise ConfigError(f"recipe {path}: [recipe] {key}={value!r} has the wrong type", "see the installed recipes in binarize/recipes/ for examples")
     finetune_table = _table(data, "finetune", path)
     try:
         convert = BinarizeConfig.from_dict(_table(data, "convert", path))

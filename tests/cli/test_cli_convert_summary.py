@@ -102,7 +102,7 @@ def test_real_subprocess_prints_report_and_error(tmp_path):
     [
         (["convert", "torchvision:resnet18", "--bogus"], "error: No such option: --bogus — see 'binarize convert --help'"),
         (["convert", "torchvision:resnet18", "--min-fan-in", "abc"], "error: Invalid value for '--min-fan-in'"),
-        (["summary"], "error: Missing argument 'model'."),
+        (["summary"], "error: Missing argument 'SOURCE'."),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_1_from_the_console_script(args, message):

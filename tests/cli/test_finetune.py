@@ -15,7 +15,7 @@ from binarize.checkpoint import load_checkpoint
 from binarize.cli.main import app
 from binarize.nn.layers import BinaryLayer
 
-RECIPE = Path(__file__).parents[2] / "recipes" / "digits_demo.toml"
+RECIPE = Path(__file__).parents[2] / "binarize" / "recipes" / "digits_demo.toml"
 runner = CliRunner()
 
 
@@ -46,7 +46,7 @@ def test_finetune_a_float_zoo_model_with_a_recipe_and_resume(tmp_path: Path) -> 
     assert len(layers) == 2 and all(m.weight_estimator.name == "reste" for m in layers)
 
     again = _invoke("finetune", "--recipe", str(RECIPE), "-o", str(out))
-    assert again.exit_code == 1 and "exists — pass --force" in again.output
+    assert again.exit_code == 1 and f"holds an earlier run — continue it with --resume {out / 'last.pt'}" in again.output
     resumed = _invoke("finetune", "--resume", str(out / "last.pt"), "--json")
     assert resumed.exit_code == 0, resumed.output
     assert json.loads(resumed.stdout)["steps"] == summary["steps"]  # finished run: nothing more to do

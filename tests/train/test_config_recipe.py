@@ -10,7 +10,7 @@ from binarize.errors import ConfigError
 from binarize.train import FinetuneConfig
 from binarize.train.recipe import load_recipe
 
-RECIPES = sorted((Path(__file__).parents[2] / "recipes").glob("*.toml"))
+RECIPES = sorted((Path(__file__).parents[2] / "binarize" / "recipes").glob("*.toml"))
 
 
 def test_config_round_trip_and_replace() -> None:
