@@ -38,7 +38,7 @@ from binarize.errors import ConfigError, ConversionError
 from binarize.estimators.base import Estimator
 from binarize.estimators.dste import sample_sign
 from binarize.estimators.registry import register
-from binarize.functional import sign, with_surrogate_gradient
+from binarize.functional import sign
 
 #: Elements per chunk of flipped-input pre-activations [B, L, outputs, K] formed in backward.
 CHUNK_ELEMENTS = 1 << 24
@@ -86,7 +86,7 @@ class PSA(Estimator):
                     "a psa input estimator is not linked to its layer",
                     "build the model with binarize.convert, or call PSA.check_graph(model, fqns)",
                 )
-            return with_surrogate_gradient(x, sign(x), self.backward)
+            return super().forward(x)
         if not self.training:
             return sign(x)
         producer = None if self._producer is None else self._producer.input_estimator
