@@ -23,7 +23,7 @@ from binarize.progress import set_progress
 
 #: psa is network-level (plain chains, per-pass state linked by hooks): compiled separately below.
 PER_LAYER = [name for name in names() if name != "psa"]
-PROGRESS = (0.0, 0.3, 0.7, 1.0)  # adaste's β·α reaches 1 near p = 0.27: both regimes run
+PROGRESS = (0.0, 0.5, 1.0)  # adaste's β·α reaches 1 near p = 0.27: both regimes run
 
 
 def small_cnn() -> nn.Module:
@@ -78,10 +78,11 @@ def test_every_estimator_compiles_in_one_graph(name: str) -> None:
     assert_compiles_like_eager(converted(name), torch.randn(2, 3, 8, 8))
 
 
-@pytest.mark.parametrize("scaling", [s for s in scaling_names() if s != "channel_mean"])
-def test_every_scaling_compiles_in_one_graph(scaling: str) -> None:
-    # channel_mean is ste's default scaling, covered above
-    assert_compiles_like_eager(converted("ste", scaling), torch.randn(2, 3, 8, 8))
+def test_every_scaling_compiles_in_one_graph() -> None:
+    torch.manual_seed(0)
+    layers = [BinaryConv2d.from_float(nn.Conv2d(8, 8, 3, padding=1), scaling=s) for s in scaling_names()]
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), *layers, nn.Flatten(), nn.Linear(8 * 8 * 8, 4))
+    assert_compiles_like_eager(model.train(), torch.randn(2, 3, 8, 8))
 
 
 class Cubic(Estimator):
