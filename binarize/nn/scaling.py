@@ -101,9 +101,9 @@ __all__ = [
     "LearnedScaling",
     "NoScaling",
     "TensorMeanScaling",
+    "channel_abs_mean",
     "create_scaling",
     "register_scaling",
     "scaling_name",
     "scaling_names",
-    "channel_abs_mean",
 ]

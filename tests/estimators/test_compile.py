@@ -21,7 +21,7 @@ from binarize.nn import BinaryConv2d
 from binarize.nn.scaling import scaling_names
 from binarize.progress import set_progress
 
-#: psa is network-level (plain chains, per-pass state linked by hooks): compiled separately below.
+#: psa is network-level (plain chains only, per-pass state linked by hooks): its own test below.
 PER_LAYER = [name for name in names() if name != "psa"]
 PROGRESS = (0.0, 0.5, 1.0)  # adaste's β·α reaches 1 near p = 0.27: both regimes run
 
@@ -113,11 +113,8 @@ def test_a_user_estimator_compiles_in_one_graph() -> None:
     assert_compiles_like_eager(model.train(), torch.randn(2, 3, 8, 8))
 
 
-def test_psa_compiles_without_graph_breaks_in_eval() -> None:
+def test_psa_chain_compiles_in_one_graph() -> None:
     torch.manual_seed(0)
     chain = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 4))
-    model = binarize.convert(chain, BinarizeConfig(layer=LayerConfig(weight_estimator="ste", input_estimator="psa"))).eval()
-    torch._dynamo.reset()
-    x = torch.randn(3, 1, 8, 8)
-    with torch.no_grad():
-        torch.testing.assert_close(torch.compile(model, backend="aot_eager", fullgraph=True)(x), model(x))
+    layer = LayerConfig(weight_estimator="ste", input_estimator="psa")
+    assert_compiles_like_eager(binarize.convert(chain, BinarizeConfig(layer=layer)).train(), torch.randn(3, 1, 8, 8))
