@@ -1,44 +1,47 @@
-"""The one autograd Function behind every estimator: any forward value, a pluggable backward.
+"""The sign convention and the one autograd Function behind every estimator.
 
-Every estimator computes its forward value (±1, a relaxed value, or a sample) and supplies a
-backward ``(x, grad) -> grad_x``; this module glues the two into autograd.
+An estimator supplies its forward value (±1, a relaxed value, or a sample), what its backward
+keeps of the input (the input itself, a 1-byte mask, or nothing) and the backward rule on what
+it kept; `Binarize` glues them into autograd. It is a plain ``torch.autograd.Function`` that
+dynamo traces through (forward, and backward from what ``ctx`` holds), so a model using any
+estimator compiles into one graph: the rule is ordinary tensor code on 0-d schedule buffers, and
+nothing reads a tensor back to the host.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-Backward = Callable[[Tensor, Tensor], Tensor]
+if TYPE_CHECKING:
+    from binarize.estimators.base import Estimator
 
 
 def sign(x: Tensor) -> Tensor:
     """±1 with sign(0) = +1 (binarize's convention everywhere: a bit cannot hold 0).
 
-    Written as ``(x >= 0) · 2 − 1`` so that frozen models export to the standard ONNX ops
-    GreaterOrEqual and Cast.
+    One comparison and one select (``where(x >= 0, 1, −1)``, in ``x``'s dtype); frozen models
+    export it as the standard ONNX ops GreaterOrEqual and Where. ``-0.0`` gives +1, like 0.
     """
-    return (x >= 0).to(x.dtype) * 2 - 1
+    return torch.where(x >= 0, x.new_ones(()), -1.0)
 
 
-class _Surrogate(torch.autograd.Function):
+class Binarize(torch.autograd.Function):
+    """Forward ``estimator.forward_value(x)``; backward ``estimator.backward_kept(kept, g)`` with
+    ``kept = estimator.keep_for_backward(x)`` saved in forward (and nothing else)."""
+
     @staticmethod
-    def forward(ctx, x: Tensor, value: Tensor, backward: Backward) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(x)
-        ctx.backward_rule = backward
-        return value.detach().clone()
+    def forward(ctx, x: Tensor, estimator: Estimator) -> Tensor:  # type: ignore[override]
+        kept = estimator.keep_for_backward(x)
+        ctx.keeps = kept is not None
+        if ctx.keeps:
+            ctx.save_for_backward(kept)
+        ctx.estimator = estimator
+        return estimator.forward_value(x)
 
     @staticmethod
     def backward(ctx, grad: Tensor):  # type: ignore[override]
-        (x,) = ctx.saved_tensors
-        return ctx.backward_rule(x, grad), None, None
-
-
-def with_surrogate_gradient(x: Tensor, value: Tensor, backward: Backward) -> Tensor:
-    """Returns ``value`` in forward; in backward, ``backward(x, upstream_grad)`` flows to ``x``.
-
-    ``value`` carries no gradient of its own; it is typically ``sign(x)``.
-    """
-    return _Surrogate.apply(x, value, backward)
+        kept = ctx.saved_tensors[0] if ctx.keeps else None
+        return ctx.estimator.backward_kept(kept, grad), None

@@ -63,35 +63,38 @@ class AdaSTE(Estimator):
 
     def surrogate(self, x: Tensor) -> Tensor:
         """The relaxed weight w*(θ) at the current β."""
-        beta = float(self.beta)
+        beta = self.beta
         return ((x + beta * (1.0 + self.alpha) * sign(x)) / (1.0 + beta)).clamp(-1.0, 1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
         """dw*/dθ = 1/(1+β) where w* is not clipped: the factor s takes without a usable g."""
-        beta = float(self.beta)
-        return (self.surrogate(x).abs() < 1.0).to(x.dtype) / (1.0 + beta)
+        return (self.surrogate(x).abs() < 1.0).to(x.dtype) / (1.0 + self.beta)
 
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
         return grad * self.factor(x, grad)
 
     def factor(self, theta: Tensor, grad: Tensor) -> Tensor:
         """s(θ, g), the adaptive factor multiplying the upstream gradient."""
-        beta, alpha = float(self.beta), self.alpha
+        beta, alpha = self.beta, self.alpha
+        # The two regimes (βα < 1, βα ≥ 1) share one expression with 0-d constants picked by
+        # `capped`, so that β never leaves its tensor (no host sync, one compiled graph): when
+        # capped the mid region is empty (|θ| < 1 − βα ≤ 0), the saturated one starts at 1e-3,
+        # its inward step is clip(1/|θ|, 0, ½) and the default factor is 1.
+        capped = beta * alpha >= 1.0
+        one = torch.ones_like(beta)
         magnitude = theta.abs()
         inward = torch.sign(grad) == torch.sign(theta)
         usable = grad.abs() > self.eps_g
-        zero, half = torch.zeros_like(theta), 0.5
-        if beta * alpha >= 1.0:
-            moving = usable & (magnitude > 1e-3)
-            step = torch.where(inward, (1.0 / magnitude).clamp(0.0, half), zero)
-            return torch.where(moving, step, torch.ones_like(theta))
-        default = torch.full_like(theta, 1.0 / (1.0 + beta))
+        half = 0.5
+        default = torch.where(capped, one, 1.0 / (1.0 + beta))
         safe = magnitude.clamp(min=self.eps_theta)
-        saturated = usable & (magnitude > max(self.eps_theta, 1.0 - beta * alpha))
+        threshold = torch.where(capped, 1e-3, (1.0 - beta * alpha).clamp(min=self.eps_theta))
+        saturated = usable & (magnitude > threshold)
         mid = usable & (magnitude > self.eps_theta) & (magnitude < 1.0 - beta * alpha)
-        saturated_in = ((1.0 + 2.0 * beta + beta * alpha) / ((1.0 + beta) * safe)).clamp(0.0, half)
+        numerator = torch.where(capped, one, 1.0 + 2.0 * beta + beta * alpha)
+        saturated_in = (numerator / (torch.where(capped, one, 1.0 + beta) * safe)).clamp(0.0, half)
         # the official code's numerator 2β(1+α) − θ breaks the ±θ symmetry (see the spec)
         pull = -theta if self.official_asymmetry else magnitude
         mid_in = ((2.0 * beta * (1.0 + alpha) + pull) / ((1.0 + beta) * safe)).clamp(0.0, half)
-        out = torch.where(saturated, torch.where(inward, saturated_in, zero), default)
+        out = torch.where(saturated, torch.where(inward, saturated_in, 0.0), default)
         return torch.where(mid, torch.where(inward, mid_in, default), out)

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize.errors import ConfigError
-from binarize.functional import sign, with_surrogate_gradient
+from binarize.functional import Binarize, sign
 
 
 class Estimator(nn.Module):
@@ -26,6 +26,11 @@ class Estimator(nn.Module):
     ``derivative`` and ``surrogate`` (or ``backward`` when the rule needs the upstream
     gradient). Constructor arguments are the hyperparameters: ``hparams()`` returns them so that
     ``create(name, **est.hparams())`` rebuilds an equal estimator.
+
+    Rules are tensor code: schedule values are the 0-d buffers themselves, used inside tensor
+    expressions, never read back with ``float()``/``.item()`` (a host sync per layer and step,
+    and a graph break under ``torch.compile``). Backward keeps the input ``x`` by default; an
+    estimator that needs less overrides ``keep_for_backward`` and ``backward_kept`` together.
     """
 
     name: ClassVar[str] = ""
@@ -39,7 +44,7 @@ class Estimator(nn.Module):
     default_scaling: ClassVar[str | None] = None
 
     def forward(self, x: Tensor) -> Tensor:
-        return with_surrogate_gradient(x, self.forward_value(x), self.backward)
+        return Binarize.apply(x, self)
 
     def forward_value(self, x: Tensor) -> Tensor:
         """The value the forward pass produces; deterministic ``sign`` unless overridden."""
@@ -48,6 +53,14 @@ class Estimator(nn.Module):
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
         """Gradient w.r.t. ``x`` given the upstream ``grad``."""
         return grad * self.derivative(x)
+
+    def keep_for_backward(self, x: Tensor) -> Tensor | None:
+        """What backward needs of ``x``, saved in forward: ``x`` itself unless overridden."""
+        return x
+
+    def backward_kept(self, kept: Tensor | None, grad: Tensor) -> Tensor:
+        """Gradient w.r.t. ``x`` from ``keep_for_backward(x)`` and the upstream ``grad``."""
+        return self.backward(kept, grad)
 
     def derivative(self, x: Tensor) -> Tensor:
         """φ(x), the surrogate's derivative at the current progress."""

@@ -39,7 +39,7 @@ from binarize.errors import ConfigError, ConversionError
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.dste import sample_sign
 from binarize.estimators.registry import register
-from binarize.functional import sign, with_surrogate_gradient
+from binarize.functional import sign
 
 #: Elements per chunk of flipped-input pre-activations [B, L, outputs, K] formed in backward.
 CHUNK_ELEMENTS = 1 << 24
@@ -89,7 +89,7 @@ class PSA(Estimator):
                     "a psa input estimator is not linked to its layer",
                     "build the model with binarize.convert, or call PSA.check_graph(model, fqns)",
                 )
-            return with_surrogate_gradient(x, sign(x), self.backward)
+            return super().forward(x)
         if not self.training:
             return sample_sign(torch.sigmoid(x / self.s), self.uniform(x)) if self.sample_eval else sign(x)
         producer = None if self._producer is None else self._producer.input_estimator

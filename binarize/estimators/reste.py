@@ -43,22 +43,22 @@ class ReSTE(Estimator):
         self.o.fill_(1.0 + (self.o_end - 1.0) * (1.0 - math.cos(math.pi * progress / 2.0)))
 
     def derivative(self, x: Tensor) -> Tensor:
-        o = float(self.o)
-        magnitude = x.abs()
-        chord = self.m ** (1.0 / o) / self.m
+        o, magnitude = self.o, x.abs()
         # |x|^((1-o)/o) is infinite at 0 for o > 1; `where` picks the chord there, never multiplies it.
         power = magnitude.pow((1.0 - o) / o) / o
         # Official branch order: the chord slope is assigned last, so |x| ≤ m gets it even
         # where |x| > t (possible only with t < m); this is the derivative of `surrogate`.
-        outside = torch.where(magnitude <= self.t, power, torch.zeros_like(x))
-        return torch.where(magnitude <= self.m, torch.full_like(x, chord), outside)
+        outside = torch.where(magnitude <= self.t, power, 0.0)
+        return torch.where(magnitude <= self.m, self._chord(), outside)
 
     def surrogate(self, x: Tensor) -> Tensor:
-        o = float(self.o)
         magnitude = x.abs()
-        chord = self.m ** (1.0 / o) / self.m
-        power = sign(x) * magnitude.clamp(max=self.t).pow(1.0 / o)
-        return torch.where(magnitude <= self.m, x * chord, power)
+        power = sign(x) * magnitude.clamp(max=self.t).pow(1.0 / self.o)
+        return torch.where(magnitude <= self.m, x * self._chord(), power)
+
+    def _chord(self) -> Tensor:
+        """m^(1/o)/m, the slope of the linear piece on |x| ≤ m (a 0-d tensor: no host sync)."""
+        return self.m ** (1.0 / self.o) / self.m
 
     def indicator_surrogate(self, x: Tensor) -> Tensor:
         """The official code's f for the estimating error: ``sign(x)·|x|^(1/o_end)``, no clip."""

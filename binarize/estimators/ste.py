@@ -5,6 +5,7 @@ Courbariaux et al., "BinaryConnect" (NeurIPS 2015) and "Binarized Neural Network
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor
 
 from binarize.estimators.base import Estimator
@@ -21,6 +22,12 @@ class STE(Estimator):
     def derivative(self, x: Tensor) -> Tensor:
         return x.new_ones(()).expand_as(x)
 
+    def keep_for_backward(self, x: Tensor) -> None:
+        return None  # the gradient passes unchanged: nothing to keep
+
+    def backward_kept(self, kept: None, grad: Tensor) -> Tensor:
+        return grad
+
     def surrogate(self, x: Tensor) -> Tensor:
         return x
 
@@ -33,7 +40,13 @@ class ClippedSTE(Estimator):
     summary = "straight-through, gradient cancelled where |x| > 1"
 
     def derivative(self, x: Tensor) -> Tensor:
-        return (x.abs() <= 1).to(x.dtype)
+        return self.keep_for_backward(x).to(x.dtype)
+
+    def keep_for_backward(self, x: Tensor) -> Tensor:
+        return x.abs() <= 1  # a 1-byte mask instead of the input
+
+    def backward_kept(self, inside: Tensor, grad: Tensor) -> Tensor:
+        return torch.where(inside, grad, 0.0)
 
     def surrogate(self, x: Tensor) -> Tensor:
         return x.clamp(-1.0, 1.0)

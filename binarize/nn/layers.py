@@ -20,7 +20,7 @@ from torch.nn import functional as F
 
 from binarize.estimators import Estimator, create
 from binarize.functional import sign
-from binarize.nn.scaling import create_scaling
+from binarize.nn.scaling import NoScaling, create_scaling
 from binarize.nn.transforms import create_transform
 
 FloatLayer = TypeVar("FloatLayer", nn.Conv1d, nn.Conv2d, nn.Linear)
@@ -64,8 +64,14 @@ class BinaryLayer(nn.Module):
         """``op(x_b, signs) · α + bias`` with α and bias broadcast along ``channel_dim``."""
         latent = self.transformed_weight()
         out = op(self.binarize_input(x), self.weight_estimator(latent))
+        bias = None if self.bias is None else _along(self.bias, out.dim(), channel_dim)
+        if isinstance(self.scaling, NoScaling):  # α = 1: no pass over the output at all
+            return out if bias is None else out + bias
+        # Autograd keeps `out` only when α itself takes a gradient. Not fused into one FMA
+        # (addcmul): the frozen model, ONNX and the packed runtime round out·α and + bias
+        # separately, and training must match them bit for bit.
         out = out * _along(self.scaling(latent), out.dim(), channel_dim)
-        return out if self.bias is None else out + _along(self.bias, out.dim(), channel_dim)
+        return out if bias is None else out + bias
 
     @torch.no_grad()
     def frozen_weight(self) -> tuple[Tensor, Tensor]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from binarize.nn.scaling import register_scaling
+from binarize.nn.scaling import channel_abs_mean, register_scaling
 from binarize.nn.transforms import register_transform
 
 
@@ -39,5 +39,4 @@ class PowerOfTwoScaling(nn.Module):
         super().__init__()
 
     def forward(self, weight: Tensor) -> Tensor:
-        mean = weight.detach().abs().mean(dim=_channel_dims(weight), keepdim=True)
-        return torch.pow(2.0, torch.round(torch.log2(mean)))
+        return torch.pow(2.0, torch.round(torch.log2(channel_abs_mean(weight.detach()))))

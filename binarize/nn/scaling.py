@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import Tensor, nn
 
 from binarize._registry import Registry
@@ -16,8 +17,11 @@ ScalingFactory = Callable[[Tensor], nn.Module]
 _SCALINGS: Registry[ScalingFactory] = Registry("scaling")
 
 
-def _channel_dims(weight: Tensor) -> tuple[int, ...]:
-    return tuple(range(1, weight.dim()))
+def channel_abs_mean(weight: Tensor) -> Tensor:
+    """mean|W_o| per output channel, shaped ``[O, 1, ...]``: one fused pass (an L1 norm)
+    instead of materialising ``|W|`` and then reducing it."""
+    dims = tuple(range(1, weight.dim()))
+    return torch.linalg.vector_norm(weight, 1, dim=dims, keepdim=True) / weight[0].numel()
 
 
 @_SCALINGS.register("none")
@@ -39,7 +43,7 @@ class ChannelMeanScaling(nn.Module):
         super().__init__()
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight.detach().abs().mean(dim=_channel_dims(weight), keepdim=True)
+        return channel_abs_mean(weight.detach())
 
 
 @_SCALINGS.register("tensor_mean")
@@ -50,7 +54,7 @@ class TensorMeanScaling(nn.Module):
         super().__init__()
 
     def forward(self, weight: Tensor) -> Tensor:
-        return weight.abs().mean()
+        return torch.linalg.vector_norm(weight, 1) / weight.numel()
 
 
 @_SCALINGS.register("learned")
@@ -59,8 +63,7 @@ class LearnedScaling(nn.Module):
 
     def __init__(self, weight: Tensor) -> None:
         super().__init__()
-        init = weight.detach().abs().mean(dim=_channel_dims(weight), keepdim=True)
-        self.alpha = nn.Parameter(init.clone())
+        self.alpha = nn.Parameter(channel_abs_mean(weight.detach()))
 
     def forward(self, weight: Tensor) -> Tensor:
         return self.alpha
@@ -98,6 +101,7 @@ __all__ = [
     "LearnedScaling",
     "NoScaling",
     "TensorMeanScaling",
+    "channel_abs_mean",
     "create_scaling",
     "register_scaling",
     "scaling_name",

@@ -151,6 +151,7 @@ def finetune(
             # (re)starting an epoch's iterator never consumes the global RNG being restored
             loader.generator = torch.Generator().manual_seed(config.seed * 100_003 + epoch)
             model.train()
+            pending, counted = torch.zeros(2, dtype=torch.float64, device=device), 0
             for inputs, targets in loader:
                 set_progress(model, position.step / total_steps)
                 inputs, targets = inputs.to(device, non_blocking=True), targets.to(device, non_blocking=True)
@@ -171,11 +172,17 @@ def finetune(
                     clip_latent_weights(model)
                 position.batch += 1
                 position.step += 1
-                totals[0] += loss.item() * len(targets)
-                totals[1] += (logits.argmax(1) == targets).sum().item()
-                totals[2] += len(targets)
-                log.step(position.step, epoch, totals[0] / totals[2], 100 * totals[1] / totals[2])
-                if config.checkpoint_every and position.step % config.checkpoint_every == 0 and position.batch < steps_per_epoch:
+                # the loss sum and the correct count stay on the device: read (a host sync) at log time only
+                pending += torch.stack([loss.detach().double() * len(targets), (logits.argmax(1) == targets).sum().double()])
+                counted += len(targets)
+                checkpoint_now = config.checkpoint_every and position.step % config.checkpoint_every == 0 and position.batch < steps_per_epoch
+                if position.batch == 1 or position.step % config.log_every == 0 or position.batch == steps_per_epoch or checkpoint_now:
+                    loss_sum, correct = pending.tolist()
+                    totals = [totals[0] + loss_sum, totals[1] + correct, totals[2] + counted]
+                    pending.zero_()
+                    counted = 0
+                log.step(position.step, epoch, totals[0] / max(totals[2], 1), 100 * totals[1] / max(totals[2], 1))
+                if checkpoint_now:
                     checkpoint("last.pt")
                     _announce(log, directory, position)
             loss_sum, correct, count = ddp.sum(totals, device)

@@ -1,0 +1,92 @@
+"""What a training step through a binary layer costs: no host syncs, little saved memory, bf16."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from binarize.estimators import names
+from binarize.nn import BinaryConv2d
+from binarize.progress import set_progress
+
+PER_LAYER = [name for name in names() if name != "psa"]  # psa's input slot needs a linked chain
+
+
+class ForbidHostReads(TorchDispatchMode):
+    """Raises on ``aten._local_scalar_dense``: what ``.item()``, ``float()`` and ``.tolist()``
+    of a tensor call (a device-to-host sync on accelerators)."""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func is torch.ops.aten._local_scalar_dense.default:
+            raise AssertionError("a tensor was read back to the host")
+        return func(*args, **(kwargs or {}))
+
+
+def layer_and_input(name: str, channels: int = 8, dtype=torch.float32) -> tuple[BinaryConv2d, torch.Tensor]:
+    torch.manual_seed(0)
+    layer = BinaryConv2d.from_float(
+        nn.Conv2d(channels, channels, 3, padding=1, bias=False), weight_estimator=name, input_estimator=name
+    )
+    return layer.to(dtype).train(), torch.randn(2, channels, 6, 6, dtype=dtype, requires_grad=True)
+
+
+def test_the_guard_catches_a_host_read() -> None:
+    with pytest.raises(AssertionError, match="host"), ForbidHostReads():
+        float(torch.ones(()) * 2)
+
+
+@pytest.mark.parametrize("name", PER_LAYER)
+@pytest.mark.parametrize("progress", [0.0, 1.0])
+def test_forward_and_backward_never_read_a_tensor_back(name: str, progress: float) -> None:
+    layer, x = layer_and_input(name)
+    with ForbidHostReads():
+        set_progress(layer, progress)
+        layer(x).square().sum().backward()
+    assert x.grad.abs().sum() > 0 and layer.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", PER_LAYER)
+def test_saved_activations_are_the_conv_input_and_at_most_one_more(name: str) -> None:
+    """Autograd keeps what float keeps (the conv's input, here ±1) plus at most what the
+    estimator's backward needs: nothing (ste), a 1-byte mask (clipped_ste) or the input once."""
+    layer, x = layer_and_input(name, channels=16)
+    saved: dict[int, tuple[int, torch.dtype]] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.numel() == x.numel():  # activation-sized (input and output have x's shape)
+            saved[tensor.untyped_storage().data_ptr()] = (tensor.untyped_storage().nbytes(), tensor.dtype)
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = layer(x)
+    out.sum().backward()
+    extra = {"ste": 0, "clipped_ste": x.numel()}.get(name, x.numel() * x.element_size())
+    assert sum(nbytes for nbytes, _ in saved.values()) == x.numel() * x.element_size() + extra
+    assert len(saved) == (1 if extra == 0 else 2)
+
+
+@pytest.mark.parametrize("name", PER_LAYER)
+def test_bf16_autocast_matches_float32(name: str) -> None:
+    """Under CPU bf16 autocast (the input estimator then sees the bf16 output of a float
+    conv, as in a network) the output and gradients stay within bf16 rounding of float32
+    (tolerance 2e-2 relative to the largest value: bf16 keeps 8 significant bits)."""
+    layer, x = layer_and_input(name)
+    before = nn.Conv2d(8, 8, 1)
+    set_progress(layer, 0.5)
+    if layer.input_estimator.stochastic:  # compare the expectation's gradient, not samples
+        layer.eval()
+    results = []
+    for autocast in (False, True):
+        layer.zero_grad(set_to_none=True)
+        x.grad = None
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            inputs = before(x)
+            assert inputs.dtype == (torch.bfloat16 if autocast else torch.float32)
+            out = layer(inputs)
+        out.float().square().sum().backward()
+        results.append((out.float().detach(), x.grad.clone(), layer.weight.grad.clone()))
+    for want, got in zip(*results):
+        scale = want.abs().max()
+        assert (got - want).abs().max() <= 2e-2 * scale, (got - want).abs().max() / scale
