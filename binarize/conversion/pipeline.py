@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from binarize.config import BinarizeConfig, LayerConfig
-from binarize.conversion.diagnostics import relu_fed_binary_inputs
+from binarize.conversion import activations
+from binarize.conversion.copying import copy_model
 from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
+from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved, set_submodule
 from binarize.conversion.tracer import called_modules_in_order, trace
 from binarize.errors import ConversionError, first_line
@@ -34,24 +36,31 @@ def convert(
     by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
     then give the execution order that finds the first and last layers.
 
+    Binary layers fed by a one-signed activation (ReLU, ReLU6, Hardsigmoid, Sigmoid) are
+    handled by ``config.activation_policy`` (see `binarize.conversion.activations`). Then one
+    eval forward of ``example_inputs`` (or of random input of the model's recorded shape)
+    measures the sign of every binary layer's input; a constant sign is reported with its fix.
+
     The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
     ``binarize_plan`` (the resolved decisions a checkpoint replays) and ``binarize_source``
     (where the float model came from, None if unknown) as attributes.
     """
     config = config or BinarizeConfig()
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     work.train(model.training)
     _carry_attributes(model, work)
     converted, order, called, mode, notes = _structure(work, config, example_inputs)
     decisions = plan(converted, config, order, called)
-    return apply_plan(converted, config, decisions, mode=mode, warnings_=notes)
+    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=notes)
+    _check_input_signs(binary, example_inputs)
+    return binary
 
 
 def rebuild(
     model: nn.Module, config: BinarizeConfig, records: Sequence[Mapping[str, Any]], *, mode: str
 ) -> nn.Module:
     """Replays a saved plan on a float model: the same layers, configured the same way."""
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     if mode == "fx":
         work = trace(work)
     _carry_attributes(model, work)
@@ -102,25 +111,78 @@ def apply_plan(
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))
-    notes = list(warnings_)
+    notes, rewrites = list(warnings_), []
     if isinstance(model, torch.fx.GraphModule):
+        binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
+        rewrites = _apply_activation_policy(model, binary_inputs, config.activation_policy, notes)
         model.recompile()
         model.graph.lint()
-        binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
-        flagged = relu_fed_binary_inputs(model, binary_inputs)
-        if flagged:
-            notes.append(
-                f"{len(flagged)} binary layer(s) binarize a ReLU output, which is +1 everywhere "
-                f"(e.g. {flagged[0]}); use --input-estimator none or a rule to keep them W1A32"
-            )
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(notes))
+    model.binarize_report = ConversionReport(
+        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites)
+    )
     model.binarize_config = config
     model.binarize_plan = plan_records
     model.binarize_source = getattr(model, "binarize_source", None)  # None: a model binarize cannot name
     return model
+
+
+def _apply_activation_policy(
+    gm: torch.fx.GraphModule, binary_inputs: set[str], policy: str, notes: list[str]
+) -> list[str]:
+    """Rewrites the graph where a binary layer reads a one-signed activation; the report lines."""
+    fed = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or str(node.target) not in binary_inputs:
+            continue
+        feed = activations.one_signed_feed(gm, node)
+        if feed is None:
+            continue
+        if policy == "keep":
+            fed.append(str(node.target))
+        else:
+            rewrite = activations.bypass if policy == "bypass" else activations.clip
+            fed.append(rewrite(gm, node, feed))
+    if policy == "keep" and fed:
+        notes.append(
+            f"{len(fed)} binary layer(s) binarize a ReLU-type output, whose sign is constant "
+            f"(e.g. {fed[0]}); use --activation-policy bypass (or hardtanh)"
+        )
+        return []
+    return fed
+
+
+def _check_input_signs(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None) -> None:
+    """Measures each binary layer's input signs on the example input and reports constants."""
+    if example_inputs is None:
+        from binarize.checkpoint import input_shape
+
+        shape = input_shape(model)
+        if shape is None:
+            return
+        example_inputs = (torch.randn(shape),)
+    report: ConversionReport = model.binarize_report
+    try:
+        fractions = negative_sign_fractions(model, example_inputs)
+    except Exception as exc:  # a wrong example input must not stop conversion, only the check
+        note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
+        model.binarize_report = dataclasses.replace(report, warnings=(*report.warnings, note))
+        return
+    constant = [name for name, fraction in fractions.items() if informative_fraction(fraction) == 0.0]
+    notes = list(report.warnings)
+    if constant:
+        fix = (
+            "use --activation-policy bypass"
+            if report.activation_policy == "keep"
+            else f"keep their inputs float with --rule '{constant[0]}=input:none'"
+        )
+        notes.append(
+            f"{len(constant)} binary layer(s) see one input sign on the example input "
+            f"(e.g. {constant[0]}: {100 * fractions[constant[0]]:.0f}% −1): they compute a constant; {fix}"
+        )
+    model.binarize_report = dataclasses.replace(report, warnings=tuple(notes), input_signs=fractions)
 
 
 def plan_from_records(records: Sequence[Mapping[str, Any]]) -> list[Decision]:
