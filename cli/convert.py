@@ -10,6 +10,7 @@ from rich.table import Table
 
 from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, load_model, save_checkpoint
 from binarize.checkpoint import input_shape
+from binarize.config import ACTIVATION_POLICIES
 from binarize.cli._common import (
     ARCH_OPTION,
     FORCE_OPTION,
@@ -28,7 +29,7 @@ from binarize.errors import OutputExistsError
 
 @handles_errors
 def convert(
-    source: str = typer.Argument(..., help="torchvision:NAME, binarize:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
+    source: str = typer.Argument(..., help="torchvision:NAME, binarize:NAME, timm:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
     estimator: str = typer.Option("ste", "--estimator", "-e", help="Weight estimator (see `binarize estimators`)."),
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", help="Weight estimator hyperparameter KEY=VALUE (repeatable)."),
     input_estimator: str | None = typer.Option(None, "--input-estimator", help="Input (activation) estimator, or 'none' for float activations. Default: the weight estimator."),
@@ -42,6 +43,7 @@ def convert(
     min_fan_in: int = typer.Option(16, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
     rule: list[str] = typer.Option([], "--rule", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (repeatable; fqn > re > type)."),
     strict: bool = typer.Option(False, "--strict", help="Fail instead of swapping by name when torch.fx cannot trace the model."),
+    activation_policy: str = typer.Option(ACTIVATION_POLICIES[0], "--activation-policy", help="Binary layers fed by ReLU/ReLU6/Hardsigmoid/Sigmoid: bypass (binarize the pre-activation), hardtanh (clip to [-1, 1]) or keep."),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,
@@ -73,6 +75,7 @@ def convert(
         min_fan_in=min_fan_in,
         rules=tuple(LayerRule.parse(text, layer) for text in rule),
         strict=strict,
+        activation_policy=activation_policy,
     )
     out = output or default_output(source)
     if out.exists() and not force:
@@ -117,6 +120,8 @@ def render_report(report: ConversionReport) -> None:
             row.scaling or "",
         )
     console.print(table)
+    for rewrite in report.activation_rewrites:
+        console.print(f"[cyan]{report.activation_policy}:[/cyan] {rewrite}")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     counts = report.to_dict()["counts"]

@@ -39,6 +39,7 @@ def finetune(
     resume: Path = typer.Option(None, "--resume", help="Continue a run exactly from its last.pt (its settings are used)."),
     estimator: str = typer.Option(None, "--estimator", "-e", help="Estimator for weights and inputs when converting a float model. Default: the recipe's, else reste."),
     input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs, or none for float activations. Default: as --estimator."),
+    activation_policy: str = typer.Option(None, "--activation-policy", help="When converting: bypass, hardtanh or keep for binary layers fed by ReLU-type activations. Default: recipe, else bypass."),
     teacher: str = typer.Option(None, "--teacher", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
     distill: bool = typer.Option(True, "--distill/--no-distill", help="Distill from the float teacher."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs. Default: recipe, else 10."),
@@ -87,7 +88,8 @@ def finetune(
         source = model or (loaded.model if loaded else None)
         if source is None:
             raise ConfigError("no model given", "pass MODEL (e.g. binarize:digits_cnn) or a recipe with [recipe] model")
-        binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, teacher, distill, weights, arch, trust)
+        binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, activation_policy, teacher, distill,
+                                          weights, arch, trust)
         run_dir = output or Path(f"{_stem(source)}-{_estimator_name(binary)}-finetune")
         if main_process and run_dir.exists() and any(run_dir.iterdir()) and not force:
             raise OutputExistsError(f"run folder {run_dir} exists", "pass --force, choose another -o, or --resume its last.pt")
@@ -112,8 +114,9 @@ def finetune(
                   | ({"reference_top1": loaded.reference_top1} if loaded else {}))
 
 
-def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None, teacher: str | None,
-             distill: bool, weights: Path | None, arch: str | None, trust: bool) -> tuple[Any, Any]:
+def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None,
+             activation_policy: str | None, teacher: str | None, distill: bool, weights: Path | None,
+             arch: str | None, trust: bool) -> tuple[Any, Any]:
     """The binary model to train and its float teacher."""
     from binarize.config import BinarizeConfig
     from binarize import convert
@@ -123,6 +126,9 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
 
     model = load_model(source, weights=weights, arch=arch, trust=trust)
     is_binary = any(isinstance(m, BinaryLayer) for m in model.modules())
+    if is_binary and activation_policy is not None:
+        raise ConfigError("--activation-policy given with an already converted model",
+                          "convert the float model again with binarize convert --activation-policy")
     if is_binary:
         binary, default_teacher = model, (teacher_from_converted(model) if distill else None)
     else:
@@ -134,7 +140,8 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
                                 weight_transform=layer.weight_transform)
         if input_estimator is not None:
             layer = type(layer)(**(layer.to_dict() | {"input_estimator": input_estimator, "input_estimator_args": {}}))
-        binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer})))
+        policy = {} if activation_policy is None else {"activation_policy": activation_policy}
+        binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer} | policy)))
         default_teacher = model if distill else None  # convert copied it: the float model is intact
     teacher_model = load_model(teacher, trust=trust) if teacher and distill else default_teacher
     return binary, teacher_model

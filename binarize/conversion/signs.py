@@ -17,7 +17,7 @@ from binarize.nn.layers import BinaryLayer
 @torch.no_grad()
 def negative_sign_fractions(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> dict[str, float]:
     """For each binary layer with binary inputs: the fraction of its input elements whose sign
-    is −1 (x < 0; sign(0) = +1) over one eval-mode forward of ``example_inputs``."""
+    is −1 (x < 0; sign(0) = +1) over one forward of ``example_inputs``."""
     counts: dict[str, list[int]] = {}
 
     def record(name: str, inputs: tuple[torch.Tensor, ...]) -> None:
@@ -31,14 +31,25 @@ def negative_sign_fractions(model: nn.Module, example_inputs: Sequence[torch.Ten
         for name, module in model.named_modules()
         if isinstance(module, BinaryLayer) and module.input_estimator is not None
     ]
+    # Train mode, as fine-tuning sees the layers: BatchNorm normalises with batch statistics
+    # (in eval mode an untrained BatchNorm is the identity and passes on a one-signed input
+    # it would centre in training). Its running statistics are put back afterwards.
+    buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     was_training = model.training
     try:
-        model.eval()
-        model(*example_inputs)
+        model.train()
+        try:
+            model(*example_inputs)
+        except ValueError:  # BatchNorm1d refuses batch statistics of one example
+            counts.clear()
+            model.eval()
+            model(*example_inputs)
     finally:
         model.train(was_training)
         for hook in hooks:
             hook.remove()
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
     return {name: negative / max(total, 1) for name, (negative, total) in counts.items()}
 
 
