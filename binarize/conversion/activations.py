@@ -58,20 +58,24 @@ _MULTIPLY = frozenset({operator.mul, torch.mul})
 
 @dataclass(frozen=True)
 class Feed:
-    """How a binary layer node is fed by a one-signed activation: the activation node and the
-    ``(node, argument index)`` steps from the binary layer's input back to it."""
+    """How a binary layer node is fed by one-signed activations: ``source`` is the activation
+    node or a ``torch.cat`` of activation nodes (Inception, SqueezeNet branches), ``activations``
+    those activations, ``steps`` the ``(node, argument index)`` hops from the layer's input
+    back to ``source``."""
 
-    activation: torch.fx.Node
+    source: torch.fx.Node
+    activations: tuple[torch.fx.Node, ...]
     steps: tuple[tuple[torch.fx.Node, int], ...]
 
 
 def one_signed_feed(gm: torch.fx.GraphModule, node: torch.fx.Node) -> Feed | None:
-    """The activation feeding binary layer ``node`` through sign-keeping ops, if any."""
+    """The activation(s) feeding binary layer ``node`` through sign-keeping ops, if any."""
     steps: list[tuple[torch.fx.Node, int]] = []
     current = node.args[0] if node.args else None
     while isinstance(current, torch.fx.Node):
-        if is_one_signed(gm, current):
-            return Feed(current, tuple(steps))
+        parts = _one_signed_parts(gm, current)
+        if parts:
+            return Feed(current, parts, tuple(steps))
         index = _signal_argument(gm, current)
         if index is None:
             return None
@@ -91,8 +95,17 @@ def is_one_signed(gm: torch.fx.GraphModule, node: torch.fx.Node) -> bool:
 
 def bypass(gm: torch.fx.GraphModule, node: torch.fx.Node, feed: Feed) -> str:
     """Makes binary layer ``node`` read the pre-activation; returns the report line."""
-    _not_in_place(gm, feed.activation)
-    value = _activation_input(feed.activation)
+    for activation in feed.activations:
+        _not_in_place(gm, activation)
+    if feed.source in feed.activations:
+        value = _activation_input(feed.source)
+    else:  # the same concatenation, of the activations' inputs (shared by its binary readers)
+        inputs = [_activation_input(a) for a in feed.activations]
+        value = next((user for user in inputs[0].users if _concatenates(user, inputs, feed.source)), None)
+        if value is None:
+            with gm.graph.inserting_after(feed.source):
+                value = gm.graph.node_copy(feed.source)
+            value.args = (inputs, *value.args[1:])
     for step, index in reversed(feed.steps):  # from the activation towards the layer
         with gm.graph.inserting_after(step):
             copy = gm.graph.node_copy(step)
@@ -102,23 +115,34 @@ def bypass(gm: torch.fx.GraphModule, node: torch.fx.Node, feed: Feed) -> str:
         value = copy
     node.replace_input_with(node.args[0], value)
     _erase_if_unused(gm, [step for step, _ in feed.steps])
-    kept = len(feed.activation.users)
-    _erase_if_unused(gm, [feed.activation])
+    kept = len(feed.source.users)
+    _erase_if_unused(gm, list(dict.fromkeys((feed.source, *feed.activations))))
     return (
-        f"{node.target}: binarizes the input of {_name(feed.activation)}"
+        f"{node.target}: binarizes the input of {_names(feed.activations)}"
         + (f" ({kept} float consumer(s) keep its output)" if kept else "")
     )
 
 
 def clip(gm: torch.fx.GraphModule, node: torch.fx.Node, feed: Feed) -> str:
-    """Replaces the activation feeding ``node`` by hardtanh (for all its consumers)."""
-    activation = feed.activation
-    with gm.graph.inserting_after(activation):
-        clipped = gm.graph.call_function(F.hardtanh, (_activation_input(activation),))
-    activation.replace_all_uses_with(clipped)
-    description = f"{node.target}: {_name(activation)} replaced by hardtanh (clip to [-1, 1])"
-    gm.graph.erase_node(activation)
+    """Replaces the activation(s) feeding ``node`` by hardtanh (for all their consumers)."""
+    description = f"{node.target}: {_names(feed.activations)} replaced by hardtanh (clip to [-1, 1])"
+    for activation in feed.activations:
+        with gm.graph.inserting_after(activation):
+            clipped = gm.graph.call_function(F.hardtanh, (_activation_input(activation),))
+        activation.replace_all_uses_with(clipped)
+        gm.graph.erase_node(activation)
     return description
+
+
+def _one_signed_parts(gm: torch.fx.GraphModule, node: torch.fx.Node) -> tuple[torch.fx.Node, ...]:
+    """``(node,)`` for an activation, its parts for a concatenation of activations, else ()."""
+    if is_one_signed(gm, node):
+        return (node,)
+    if node.op == "call_function" and node.target is torch.cat and isinstance(node.args[0], (list, tuple)):
+        parts = node.args[0]
+        if parts and all(isinstance(p, torch.fx.Node) and is_one_signed(gm, p) for p in parts):
+            return tuple(parts)
+    return ()
 
 
 def _signal_argument(gm: torch.fx.GraphModule, node: torch.fx.Node) -> int | None:
@@ -173,5 +197,15 @@ def _erase_if_unused(gm: torch.fx.GraphModule, nodes: list[torch.fx.Node]) -> No
             gm.graph.erase_node(node)
 
 
-def _name(node: torch.fx.Node) -> str:
-    return str(node.target) if node.op == "call_module" else node.name
+def _concatenates(node: torch.fx.Node, inputs: list[torch.fx.Node], like: torch.fx.Node) -> bool:
+    return (
+        node.op == "call_function"
+        and node.target is torch.cat
+        and list(node.args[0]) == inputs
+        and node.args[1:] == like.args[1:]
+        and node.kwargs == like.kwargs
+    )
+
+
+def _names(nodes: tuple[torch.fx.Node, ...]) -> str:
+    return ", ".join(str(n.target) if n.op == "call_module" else n.name for n in nodes)

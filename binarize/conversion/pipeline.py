@@ -46,13 +46,22 @@ def convert(
     (where the float model came from, None if unknown) as attributes.
     """
     config = config or BinarizeConfig()
-    work = copy_model(model)
-    work.train(model.training)
-    _carry_attributes(model, work)
-    converted, order, called, mode, notes = _structure(work, config, example_inputs)
+    converted, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
     decisions = plan(converted, config, order, called)
-    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=notes)
-    _check_input_signs(binary, example_inputs)
+    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+    example = _example_inputs(binary, example_inputs)
+    if example is None:
+        return binary
+    signs = _input_signs(binary, example)
+    constant = [name for name, fraction in (signs or {}).items() if informative_fraction(fraction) == 0.0]
+    if constant and config.activation_policy != "keep":
+        # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
+        # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
+        decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
+        converted = _structure(_working_copy(model), config, example_inputs)[0]
+        binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+        signs = _input_signs(binary, example)
+    _report_signs(binary, signs, constant)
     return binary
 
 
@@ -154,35 +163,57 @@ def _apply_activation_policy(
     return fed
 
 
-def _check_input_signs(model: nn.Module, example_inputs: Sequence[torch.Tensor] | None) -> None:
-    """Measures each binary layer's input signs on the example input and reports constants."""
-    if example_inputs is None:
-        from binarize.checkpoint import input_shape
+def _working_copy(model: nn.Module) -> nn.Module:
+    work = copy_model(model)
+    work.train(model.training)
+    _carry_attributes(model, work)
+    return work
 
-        shape = input_shape(model)
-        if shape is None:
-            return
-        example_inputs = (torch.randn(shape),)
-    report: ConversionReport = model.binarize_report
+
+def _example_inputs(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor] | None
+) -> Sequence[torch.Tensor] | None:
+    """The given example inputs, else random ones of the model's recorded input shape."""
+    if example_inputs is not None:
+        return example_inputs
+    from binarize.checkpoint import input_shape
+
+    shape = input_shape(model)
+    return None if shape is None else (torch.randn(shape),)
+
+
+def _input_signs(model: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, float] | None:
+    """Fractions of −1 signs per binary input, or None (noted) when the example fails."""
     try:
-        fractions = negative_sign_fractions(model, example_inputs)
+        return negative_sign_fractions(model, example)
     except Exception as exc:  # a wrong example input must not stop conversion, only the check
+        report: ConversionReport = model.binarize_report
         note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
         model.binarize_report = dataclasses.replace(report, warnings=(*report.warnings, note))
-        return
-    constant = [name for name, fraction in fractions.items() if informative_fraction(fraction) == 0.0]
+        return None
+
+
+def _float_inputs(decision: Decision) -> Decision:
+    assert decision.layer is not None
+    layer = dataclasses.replace(decision.layer, input_estimator=None, input_estimator_args={})
+    return Decision(decision.fqn, layer, "binarized, inputs float: one input sign on the example input")
+
+
+def _report_signs(model: nn.Module, signs: dict[str, float] | None, constant: list[str]) -> None:
+    """Records the measured signs and says which layers saw a constant sign, and the fix."""
+    report: ConversionReport = model.binarize_report
     notes = list(report.warnings)
-    if constant:
-        fix = (
-            "use --activation-policy bypass"
-            if report.activation_policy == "keep"
-            else f"keep their inputs float with --rule '{constant[0]}=input:none'"
-        )
+    if constant and report.activation_policy == "keep":
         notes.append(
-            f"{len(constant)} binary layer(s) see one input sign on the example input "
-            f"(e.g. {constant[0]}: {100 * fractions[constant[0]]:.0f}% −1): they compute a constant; {fix}"
+            f"{len(constant)} binary layer(s) see one input sign on the example input (e.g. {constant[0]}): "
+            "they compute a constant; use --activation-policy bypass"
         )
-    model.binarize_report = dataclasses.replace(report, warnings=tuple(notes), input_signs=fractions)
+    elif constant:
+        notes.append(
+            f"{len(constant)} binary layer(s) saw one input sign on the example input (e.g. {constant[0]}) "
+            "that the activation policy could not rewrite: their inputs are kept float (W1A32)"
+        )
+    model.binarize_report = dataclasses.replace(report, warnings=tuple(notes), input_signs=signs or {})
 
 
 def plan_from_records(records: Sequence[Mapping[str, Any]]) -> list[Decision]:

@@ -185,3 +185,32 @@ def test_models_holding_non_leaf_tensors_convert():
     x = torch.randn(2, 3, 8, 8)
     converted = binarize.convert(model, example_inputs=(x,))
     assert converted(x).shape == (2, 2) and converted.binarize_report.binarized_layers == 1
+
+
+def test_bypass_concatenates_the_branches_pre_activations_once():
+    """Inception/SqueezeNet: branches end in ReLUs, are concatenated, and several binary convs
+    read the concatenation; they share one concatenation of the pre-activations."""
+
+    class Branches(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(3, 16, 3, padding=1)
+            self.left, self.right = nn.Conv2d(16, 16, 1), nn.Conv2d(16, 16, 3, padding=1)
+            self.a, self.b = nn.Conv2d(32, 16, 1), nn.Conv2d(32, 16, 3, padding=1)
+            self.head = nn.Linear(32, 2)
+
+        def forward(self, x):
+            x = torch.tanh(self.stem(x))
+            x = torch.cat([F.relu(self.left(x)), F.relu(self.right(x))], 1)
+            return self.head(torch.cat([self.a(x), self.b(x)], 1).mean((2, 3)))
+
+    x = torch.randn(4, 3, 8, 8)
+    converted = binarize.convert(Branches(), example_inputs=(x,))
+    a_input, b_input = node(converted, "a").args[0], node(converted, "b").args[0]
+    assert a_input is b_input and a_input.target is torch.cat
+    assert list(a_input.args[0]) == [node(converted, "left"), node(converted, "right")]
+    assert all(0.2 < p < 0.8 for p in converted.binarize_report.input_signs.values())
+    for policy in ("keep", "hardtanh"):
+        converted = binarize.convert(Branches(), BinarizeConfig(activation_policy=policy), example_inputs=(x,))
+        signs = [converted.binarize_report.input_signs[name] for name in ("a", "b")]
+        assert all(p == 0.0 for p in signs) if policy == "keep" else all(0.2 < p < 0.8 for p in signs)
