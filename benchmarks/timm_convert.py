@@ -9,9 +9,9 @@ The checks of `zoo_sweep` on the models of ``MODELS`` (the families users try fi
 from __future__ import annotations
 
 import torch
+from zoo_sweep import arguments, sweep
 
 from binarize.sources import build_architecture
-from zoo_sweep import arguments, sweep
 
 MODELS = [
     "resnet18", "resnet50", "mobilenetv3_large_100", "efficientnet_b0", "convnext_atto",
@@ -25,7 +25,7 @@ MODELS = [
 
 def build(name: str) -> tuple[torch.nn.Module, int]:
     model = build_architecture(f"timm:{name}")
-    _, height, width = model.pretrained_cfg["input_size"]
+    height = model.pretrained_cfg["input_size"][1]
     # Models with fixed position embeddings or windows need their own size; others run at 64.
     fixed = any(key in name for key in ("vit", "deit", "pit", "coat", "xcit", "mixer", "swin", "levit", "efficientvit_m", "mobilevit", "fastvit", "inception", "hrnet"))
     return model, height if fixed else 64

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import torch
 import torchvision
-
 from zoo_sweep import arguments, sweep
 
 

@@ -92,8 +92,8 @@ def sweep(names: Sequence[str], build: Callable[[str], tuple[nn.Module, int]], j
             informative = "-" if row["min_informative"] is None else f"{row['min_informative']:.3f}"
             losses = f"{row['losses'][0]:.2f}→{row['losses'][-1]:.2f}"
             print(
-                f"{name:32} {row['mode']:8} {row['binarized']:>4}/{row['layers']:<5} {row['rewrites']:>6} {str(row['finite']):>6} "
-                f"{str(row['nonzero']):>6} {informative:>8} {losses:>15} {row['seconds']:>6}",
+                f"{name:32} {row['mode']:8} {row['binarized']:>4}/{row['layers']:<5} {row['rewrites']:>6} {row['finite']!s:>6} "
+                f"{row['nonzero']!s:>6} {informative:>8} {losses:>15} {row['seconds']:>6}",
                 flush=True,
             )
         del row

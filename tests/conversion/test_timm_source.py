@@ -5,10 +5,10 @@ import sys
 
 import pytest
 import torch
+from binarize.cli.main import app
 from typer.testing import CliRunner
 
 from binarize import load_checkpoint
-from binarize.cli.main import app
 from binarize.errors import ModelSourceError
 from binarize.sources import build_architecture
 
@@ -19,7 +19,7 @@ def test_timm_resnet18_converts_through_the_cli_with_weights(tmp_path):
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     model = timm.create_model("resnet18", pretrained=False)
-    for name, value in model.state_dict().items():  # weights unlike a fresh model's
+    for value in model.state_dict().values():  # weights unlike a fresh model's
         if value.is_floating_point():
             value.add_(0.01 * torch.randn_like(value))
     weights = tmp_path / "r18.pth"

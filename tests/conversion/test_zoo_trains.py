@@ -10,7 +10,6 @@ from torch.nn import functional as F
 import binarize
 from binarize.nn import BinaryLayer
 
-
 REGNET_EXPLODES = pytest.mark.xfail(
     strict=True, reason="open: gradients grow ~1e8 through 22 binary grouped-conv blocks at random init"
 )
