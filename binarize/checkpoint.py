@@ -69,7 +69,7 @@ def model_from_record(
     if model is not None:
         float_model = copy.deepcopy(model)
         float_model.binarize_source = source
-    elif kind in ("torchvision", "binarize"):
+    elif kind in ("torchvision", "binarize", "timm"):
         float_model = build_architecture(f"{kind}:{source['name']}", **dict(source.get("kwargs") or {}))
     elif needs_trust(record):
         float_model = module_from_archive(source, trust=trust)
@@ -82,7 +82,8 @@ def model_from_record(
         float_model.binarize_input_shape = tuple(record["input_shape"])
     result = float_model
     if record.get("plan") is not None:
-        config = BinarizeConfig.from_dict(record["config"])
+        # Checkpoints written before the activation policy existed were converted without a rewrite.
+        config = BinarizeConfig.from_dict({"activation_policy": "keep"} | record["config"])
         result = rebuild(float_model, config, record["plan"], mode=record.get("mode") or "fx")
     try:
         result.load_state_dict(record["state_dict"], strict=True)

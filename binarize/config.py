@@ -158,6 +158,11 @@ class BinarizeConfig:
             binary dot product loses more than it saves.
         rules: per-layer overrides, see `LayerRule`.
         strict: raise instead of falling back to swapping modules by name when tracing fails.
+        activation_policy: what to do where a binary layer's input comes from an activation
+            whose output has one sign (ReLU, ReLU6, Hardsigmoid, Sigmoid), whose sign is then
+            constant: ``bypass`` binarizes the activation's input while float consumers keep
+            its output, ``hardtanh`` replaces the activation by a clip to [-1, 1], ``keep``
+            changes nothing (and warns). See `ACTIVATION_POLICIES`.
     """
 
     layer: LayerConfig = field(default_factory=LayerConfig)
@@ -168,9 +173,15 @@ class BinarizeConfig:
     min_fan_in: int = 16
     rules: tuple[LayerRule, ...] = ()
     strict: bool = False
+    activation_policy: str = "bypass"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        if self.activation_policy not in ACTIVATION_POLICIES:
+            raise ConfigError(
+                f"unknown activation policy {self.activation_policy!r}",
+                f"use one of {', '.join(ACTIVATION_POLICIES)}",
+            )
         if self.min_fan_in < 0:
             raise ConfigError(f"min_fan_in={self.min_fan_in} is negative", "use 0 or more")
 
@@ -189,6 +200,10 @@ class BinarizeConfig:
             values["rules"] = tuple(LayerRule.from_dict(r) for r in values["rules"])
         return cls(**values)
 
+
+#: Modes of `BinarizeConfig.activation_policy` (the first is the default, chosen by measurement:
+#: see the README's "Activations before binary layers").
+ACTIVATION_POLICIES = ("bypass", "hardtanh", "keep")
 
 _RULE_KEYS = {"estimator": "weight_estimator", "input": "input_estimator", "transform": "weight_transform"}
 

@@ -44,7 +44,8 @@ def load_model(
 ) -> nn.Module:
     """Loads a float (or already converted) model.
 
-    ``source`` is ``torchvision:NAME``, ``binarize:NAME`` (the `binarize.models` zoo), a
+    ``source`` is ``torchvision:NAME``, ``binarize:NAME`` (the `binarize.models` zoo),
+    ``timm:NAME`` (needs the ``timm`` extra; built untrained, never downloaded), a
     binarize checkpoint, a state-dict file (``.pt``/``.pth``/``.safetensors``, needs
     ``arch``), a ``torch.export`` archive (``.pt2``) or a file written by
     ``torch.save(model)`` (both need ``trust=True``: reading them unpickles, which runs code
@@ -54,7 +55,7 @@ def load_model(
     The model gets a ``binarize_source`` attribute recording how to rebuild it.
     """
     text = str(source)
-    if text.startswith(("torchvision:", "binarize:")):
+    if text.startswith(("torchvision:", "binarize:", "timm:")):
         model = build_architecture(text)
         if weights is not None:
             load_state_dict_file(model, Path(weights))
@@ -86,7 +87,7 @@ def load_model(
 
 
 def build_architecture(name: str, **kwargs: Any) -> nn.Module:
-    """An untrained model from ``torchvision:NAME`` or ``binarize:NAME`` (weights=None)."""
+    """An untrained model from ``torchvision:NAME``, ``binarize:NAME`` or ``timm:NAME``."""
     kind, _, model_name = name.partition(":")
     if kind == "torchvision":
         import torchvision
@@ -103,9 +104,13 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
         from binarize import models
 
         model = models.create(model_name, **kwargs)
+    elif kind == "timm":
+        from binarize.sources_timm import build_timm
+
+        model = build_timm(model_name, **kwargs)
     else:
         raise ModelSourceError(
-            f"unknown architecture {name!r}", "use torchvision:NAME or binarize:NAME"
+            f"unknown architecture {name!r}", "use torchvision:NAME, binarize:NAME or timm:NAME"
         )
     model.binarize_source = {"kind": kind, "name": model_name, "kwargs": dict(kwargs)}
     return model

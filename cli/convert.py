@@ -12,6 +12,7 @@ from rich.table import Table
 from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, save_checkpoint
 from binarize._files import check_output
 from binarize.checkpoint import input_shape
+from binarize.config import ACTIVATION_POLICIES
 from binarize.cli._common import (
     ARCH_OPTION,
     FORCE_OPTION,
@@ -34,7 +35,7 @@ from binarize.nn.scaling import scaling_names
 
 @handles_errors
 def convert(
-    source: str = typer.Argument(..., metavar="SOURCE", help="torchvision:NAME, binarize:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
+    source: str = typer.Argument(..., metavar="SOURCE", help="torchvision:NAME, binarize:NAME, timm:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
     estimator: str = typer.Option("ste", "--estimator", "-e", help=f"Weight estimator (see `binarize estimators`). {one_of(estimator_names())}"),
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Weight estimator hyperparameter, e.g. o_end=3."),
     input_estimator: str | None = typer.Option(None, "--input-estimator", help=f"Input (activation) estimator. {one_of([*estimator_names(), 'none'])} none: float activations. Default: the weight estimator."),
@@ -48,6 +49,7 @@ def convert(
     min_fan_in: int = typer.Option(16, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
     rule: list[str] = typer.Option([], "--rule", metavar="PATTERN=ACTION", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (fqn > re > type)."),
     strict: bool = typer.Option(False, "--strict", help="Fail instead of warning when torch.fx cannot trace the model (else layers are swapped by name) or a --rule matches no layer."),
+    activation_policy: str = typer.Option(ACTIVATION_POLICIES[0], "--activation-policy", help=f"Binary layers fed by ReLU/ReLU6/Hardsigmoid/Sigmoid: bypass binarizes the pre-activation, hardtanh clips to [-1, 1], keep warns. {one_of(ACTIVATION_POLICIES)}"),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,
@@ -79,6 +81,7 @@ def convert(
         min_fan_in=min_fan_in,
         rules=tuple(LayerRule.parse(text, layer) for text in rule),
         strict=strict,
+        activation_policy=activation_policy,
     )
     out = output or default_output(source)
     check_output(out, force=force)
@@ -125,6 +128,8 @@ def render_report(report: ConversionReport) -> None:
             row.scaling or "",
         )
     console.print(table)
+    for rewrite in report.activation_rewrites:
+        console.print(f"[cyan]{report.activation_policy}:[/cyan] {rewrite}")
     for warning in report.warnings:
         console.print(f"[yellow]warning:[/yellow] {warning}")
     counts = report.to_dict()["counts"]

@@ -24,6 +24,7 @@ from binarize.cli._common import (
     one_of,
 )
 from binarize._files import check_output
+from binarize.config import ACTIVATION_POLICIES
 from binarize.data.splits import spec_names
 from binarize.errors import BinarizeError, ConfigError, Interrupted, OutputExistsError
 from binarize.estimators import names as estimator_names
@@ -50,6 +51,7 @@ def finetune(
     resume: Path = typer.Option(None, "--resume", help="Continue a run exactly from its last.pt (its settings are used)."),
     estimator: str = typer.Option(None, "--estimator", "-e", help=f"Estimator for weights and inputs when converting a float model. {one_of(estimator_names())} Default: the recipe's, else reste."),
     input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs (as --estimator), or none for float activations. Default: as --estimator."),
+    activation_policy: str = typer.Option(None, "--activation-policy", help=f"When converting: what binary layers fed by ReLU-type activations read. {one_of(ACTIVATION_POLICIES)} Default: recipe, else bypass."),
     teacher: str = typer.Option(None, "--teacher", metavar="SOURCE", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Distill from the float teacher. Default: on, off when the teacher has random weights (an architecture name without --weights)."),
     epochs: int = typer.Option(None, "--epochs", help="Epochs. Default: recipe, else 10."),
@@ -101,7 +103,8 @@ def finetune(
             raise ConfigError("no model given", "pass MODEL (e.g. binarize:digits_cnn) or a recipe with [recipe] model")
         distill, teacher_note = _decide_distillation(distill, teacher or source, weights if teacher is None else None)
         seed_everything(config.seed)  # before the float model is built: its initial weights are random
-        binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, teacher, distill, weights, arch, trust)
+        binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, activation_policy, teacher, distill,
+                                          weights, arch, trust)
         run_dir = output or Path(f"{_stem(source)}-{_estimator_name(binary)}-finetune")
         if main_process:
             _claim_run_folder(run_dir, force)
@@ -137,8 +140,9 @@ def finetune(
                   | ({"reference_top1": loaded.reference_top1} if loaded else {}))
 
 
-def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None, teacher: str | None,
-             distill: bool, weights: Path | None, arch: str | None, trust: bool) -> tuple[Any, Any]:
+def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None,
+             activation_policy: str | None, teacher: str | None, distill: bool, weights: Path | None,
+             arch: str | None, trust: bool) -> tuple[Any, Any]:
     """The binary model to train and its float teacher."""
     from binarize.config import BinarizeConfig
     from binarize import convert
@@ -148,6 +152,9 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
 
     model = load_source(source, weights=weights, arch=arch, trust=trust)
     is_binary = any(isinstance(m, BinaryLayer) for m in model.modules())
+    if is_binary and activation_policy is not None:
+        raise ConfigError("--activation-policy given with an already converted model",
+                          "convert the float model again with binarize convert --activation-policy")
     if is_binary:
         binary, default_teacher = model, (teacher_from_converted(model) if distill else None)
     else:
@@ -159,7 +166,8 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
                                 weight_transform=layer.weight_transform)
         if input_estimator is not None:
             layer = type(layer)(**(layer.to_dict() | {"input_estimator": input_estimator, "input_estimator_args": {}}))
-        binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer})))
+        policy = {} if activation_policy is None else {"activation_policy": activation_policy}
+        binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer} | policy)))
         default_teacher = model if distill else None  # convert copied it: the float model is intact
     teacher_model = load_model(teacher, trust=trust) if teacher and distill else default_teacher
     return binary, teacher_model

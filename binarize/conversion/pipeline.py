@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -11,9 +11,11 @@ import torch
 from torch import nn
 
 from binarize.config import BinarizeConfig, LayerConfig
-from binarize.conversion.diagnostics import relu_fed_binary_inputs
+from binarize.conversion import activations
+from binarize.conversion.copying import copy_model
 from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
+from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved, set_submodule
 from binarize.conversion.tracer import called_modules_in_order, trace
 from binarize.errors import ConversionError, first_line
@@ -34,24 +36,40 @@ def convert(
     by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
     then give the execution order that finds the first and last layers.
 
+    Binary layers fed by a one-signed activation (ReLU, ReLU6, Hardsigmoid, Sigmoid) are
+    handled by ``config.activation_policy`` (see `binarize.conversion.activations`). Then one
+    eval forward of ``example_inputs`` (or of random input of the model's recorded shape)
+    measures the sign of every binary layer's input; a constant sign is reported with its fix.
+
     The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
     ``binarize_plan`` (the resolved decisions a checkpoint replays) and ``binarize_source``
     (where the float model came from, None if unknown) as attributes.
     """
     config = config or BinarizeConfig()
-    work = copy.deepcopy(model)
-    work.train(model.training)
-    _carry_attributes(model, work)
-    converted, order, called, mode, notes = _structure(work, config, example_inputs)
+    converted, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
     decisions = plan(converted, config, order, called)
-    return apply_plan(converted, config, decisions, mode=mode, warnings_=notes)
+    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+    example = _example_inputs(binary, example_inputs)
+    if example is None:
+        return binary
+    signs = _input_signs(binary, example)
+    constant = [name for name, fraction in (signs or {}).items() if informative_fraction(fraction) == 0.0]
+    if constant and config.activation_policy != "keep":
+        # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
+        # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
+        decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
+        converted = _structure(_working_copy(model), config, example_inputs)[0]
+        binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+        signs = _input_signs(binary, example)
+    _report_signs(binary, signs, constant)
+    return binary
 
 
 def rebuild(
     model: nn.Module, config: BinarizeConfig, records: Sequence[Mapping[str, Any]], *, mode: str
 ) -> nn.Module:
     """Replays a saved plan on a float model: the same layers, configured the same way."""
-    work = copy.deepcopy(model)
+    work = copy_model(model)
     if mode == "fx":
         work = trace(work)
     _carry_attributes(model, work)
@@ -107,25 +125,100 @@ def apply_plan(
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))
-    notes = [*warnings_, *(f"rule {pattern!r} matches no layer" for pattern in unmatched)]
+    notes, rewrites = [*warnings_, *(f"rule {pattern!r} matches no layer" for pattern in unmatched)], []
     if isinstance(model, torch.fx.GraphModule):
+        binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
+        rewrites = _apply_activation_policy(model, binary_inputs, config.activation_policy, notes)
         model.recompile()
         model.graph.lint()
-        binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
-        flagged = relu_fed_binary_inputs(model, binary_inputs)
-        if flagged:
-            notes.append(
-                f"{len(flagged)} binary layer(s) binarize a ReLU output, which is +1 everywhere "
-                f"(e.g. {flagged[0]}); use --input-estimator none or a rule to keep them W1A32"
-            )
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    model.binarize_report = ConversionReport(tuple(rows), total, mode, tuple(notes))
+    model.binarize_report = ConversionReport(
+        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites)
+    )
     model.binarize_config = config
     model.binarize_plan = plan_records
     model.binarize_source = getattr(model, "binarize_source", None)  # None: a model binarize cannot name
     return model
+
+
+def _apply_activation_policy(
+    gm: torch.fx.GraphModule, binary_inputs: set[str], policy: str, notes: list[str]
+) -> list[str]:
+    """Rewrites the graph where a binary layer reads a one-signed activation; the report lines."""
+    fed = []
+    for node in list(gm.graph.nodes):
+        if node.op != "call_module" or str(node.target) not in binary_inputs:
+            continue
+        feed = activations.one_signed_feed(gm, node)
+        if feed is None:
+            continue
+        if policy == "keep":
+            fed.append(str(node.target))
+        else:
+            rewrite = activations.bypass if policy == "bypass" else activations.clip
+            fed.append(rewrite(gm, node, feed))
+    if policy == "keep" and fed:
+        notes.append(
+            f"{len(fed)} binary layer(s) binarize a ReLU-type output, whose sign is constant "
+            f"(e.g. {fed[0]}); use --activation-policy bypass (or hardtanh)"
+        )
+        return []
+    return fed
+
+
+def _working_copy(model: nn.Module) -> nn.Module:
+    work = copy_model(model)
+    work.train(model.training)
+    _carry_attributes(model, work)
+    return work
+
+
+def _example_inputs(
+    model: nn.Module, example_inputs: Sequence[torch.Tensor] | None
+) -> Sequence[torch.Tensor] | None:
+    """The given example inputs, else random ones of the model's recorded input shape."""
+    if example_inputs is not None:
+        return example_inputs
+    from binarize.checkpoint import input_shape
+
+    shape = input_shape(model)
+    return None if shape is None else (torch.randn(shape),)
+
+
+def _input_signs(model: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, float] | None:
+    """Fractions of −1 signs per binary input, or None (noted) when the example fails."""
+    try:
+        return negative_sign_fractions(model, example)
+    except Exception as exc:  # a wrong example input must not stop conversion, only the check
+        report: ConversionReport = model.binarize_report
+        note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
+        model.binarize_report = dataclasses.replace(report, warnings=(*report.warnings, note))
+        return None
+
+
+def _float_inputs(decision: Decision) -> Decision:
+    assert decision.layer is not None
+    layer = dataclasses.replace(decision.layer, input_estimator=None, input_estimator_args={})
+    return Decision(decision.fqn, layer, "binarized, inputs float: one input sign on the example input")
+
+
+def _report_signs(model: nn.Module, signs: dict[str, float] | None, constant: list[str]) -> None:
+    """Records the measured signs and says which layers saw a constant sign, and the fix."""
+    report: ConversionReport = model.binarize_report
+    notes = list(report.warnings)
+    if constant and report.activation_policy == "keep":
+        notes.append(
+            f"{len(constant)} binary layer(s) see one input sign on the example input (e.g. {constant[0]}): "
+            "they compute a constant; use --activation-policy bypass"
+        )
+    elif constant:
+        notes.append(
+            f"{len(constant)} binary layer(s) saw one input sign on the example input (e.g. {constant[0]}) "
+            "that the activation policy could not rewrite: their inputs are kept float (W1A32)"
+        )
+    model.binarize_report = dataclasses.replace(report, warnings=tuple(notes), input_signs=signs or {})
 
 
 def plan_from_records(records: Sequence[Mapping[str, Any]]) -> list[Decision]:

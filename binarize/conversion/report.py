@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -25,12 +26,17 @@ class LayerRow:
 @dataclass(frozen=True)
 class ConversionReport:
     """What `convert` did. ``mode`` is ``fx`` (graph rewrite) or ``fallback`` (swap by name,
-    see ``warnings``)."""
+    see ``warnings``); ``activation_rewrites`` lists what ``activation_policy`` changed in the
+    graph; ``input_signs`` maps each binary layer with binary inputs to the fraction of −1
+    signs of its input on the example input (0 or 1: a constant input)."""
 
     rows: tuple[LayerRow, ...]
     total_params: int
     mode: str
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    activation_policy: str = "keep"
+    activation_rewrites: tuple[str, ...] = field(default_factory=tuple)
+    input_signs: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def binarized_layers(self) -> int:
@@ -44,6 +50,9 @@ class ConversionReport:
         return {
             "mode": self.mode,
             "warnings": list(self.warnings),
+            "activation_policy": self.activation_policy,
+            "activation_rewrites": list(self.activation_rewrites),
+            "input_signs": dict(self.input_signs),
             "layers": [asdict(row) | {"shape": list(row.shape)} for row in self.rows],
             "counts": {
                 "layers": len(self.rows),

@@ -108,11 +108,14 @@ def test_fallback_swaps_by_name_with_warning_and_strict_refuses():
         binarize.convert(Untraceable(), BinarizeConfig(strict=True))
 
 
-def test_relu_fed_binary_inputs_are_reported():
+def test_relu_fed_binary_inputs_are_reported_under_keep():
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(1, 3, 8, 8))
-    warnings_ = binarize.convert(model).binarize_report.warnings
-    assert any("ReLU output" in w and "2" in w for w in warnings_)
+    config = BinarizeConfig(activation_policy="keep")
+    report = binarize.convert(model, config, example_inputs=(torch.randn(1, 3, 8, 8),)).binarize_report
+    assert any("ReLU-type output" in w and "bypass" in w for w in report.warnings)
+    assert report.input_signs == {"2": 0.0}  # sign(ReLU(x)) is +1 everywhere
+    assert any("one input sign" in w and "'2'" not in w for w in report.warnings)
 
 
 REPRESENTATIVE = ["resnet18", "mobilenet_v3_small", "efficientnet_b0", "squeezenet1_1", "googlenet", "regnet_y_400mf", "vit_b_16", "swin_t"]
