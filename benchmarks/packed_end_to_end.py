@@ -1,10 +1,11 @@
-"""End-to-end benchmark: the packed runtime vs onnxruntime fp32 vs onnxruntime int8 (U8S8).
+"""End-to-end benchmark: the packed runtime vs onnxruntime fp32 / int8 (U8S8) vs OpenVINO.
 
 Models (random weights, batch 1): the Bi-Real-policy ResNet-18 (binary 3x3 convs; first conv,
 last linear and 1x1 shortcuts float) at 224x224, and the CIFAR ResNet-20 (`binarize:resnet20`)
 at 32x32. onnxruntime runs the *float* network in fp32 and as static int8 U8S8 (QDQ and
 QOperator; the faster is reported): the deployments a packed file competes with. The packed
-file runs with f32 float parts and with ``int8_float_layers``. Threads 1 and 2; each runtime
+file runs with f32 float parts and with ``int8_float_layers``, and the same file on OpenVINO
+(its BinaryConvolution engine, f32 float parts; needs ``binarize[openvino]``). Threads 1 and 2; each runtime
 is timed in the same process, median and minimum of many calls, with a pause between
 runtimes (idle worker threads of one runtime must not steal the core of the next). Resident
 memory after loading each packed file is measured in a fresh process that cannot import torch,
@@ -44,6 +45,7 @@ from binarize import BinarizeConfig, convert
 from binarize.models import create
 from binarize.nn import BinaryConv2d
 from binarize.packed import load_packed, save_packed
+from binarize.packed.openvino_engine import load_openvino
 
 PAUSE_S = 0.5
 ROOT = Path(__file__).resolve().parents[1]
@@ -164,11 +166,16 @@ def run(repeats: int) -> list[dict[str, object]]:
                     runner = session(path, threads)
                     row[f"ort_{key}"] = timed(partial(runner.run, None, {"x": feed}), repeats)
                     del runner
+                # the strongest binary peer: the same file on OpenVINO's BinaryConvolution (binarize[openvino])
+                engine = load_openvino(packed_path, threads=threads)
+                row["openvino"] = timed(partial(engine, feed), repeats)
+                del engine
                 int8 = min(("ort_int8_QDQ", "ort_int8_QOperator"), key=lambda k: row[k]["median_ms"])
                 row["ort_int8_best"] = int8
                 packed_ms = row["packed"]["median_ms"]
                 row["speedup_vs_fp32"] = row["ort_fp32"]["median_ms"] / packed_ms
                 row["speedup_vs_int8"] = row[int8]["median_ms"] / packed_ms
+                row["speedup_vs_openvino"] = row["openvino"]["median_ms"] / packed_ms
                 row["int8_float_layers_speedup_vs_int8"] = row[int8]["median_ms"] / row["packed_int8_float_layers"]["median_ms"]
                 row["onnx_fp32_mb"] = files["fp32"].stat().st_size / 2**20
                 rows.append(row)
@@ -177,17 +184,18 @@ def run(repeats: int) -> list[dict[str, object]]:
 
 def print_table(rows: list[dict[str, object]]) -> None:
     header = (f"{'model':>20} {'thr':>3} {'packed ms':>15} {'(bin/float)':>12} {'packed+i8fl':>15} {'ort fp32':>15} "
-              f"{'ort int8':>15} {'x fp32':>7} {'x int8':>7} {'i8fl x int8':>11} {'file MB':>8} {'RSS+ MB':>8} {'fixed MB':>8}")
+              f"{'ort int8':>15} {'openvino':>15} {'x fp32':>7} {'x int8':>7} {'x ov':>6} {'i8fl x int8':>11} {'file MB':>8} {'RSS+ MB':>8} {'fixed MB':>8}")
     print(header)
     fmt = lambda cell: f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"
     for r in rows:
         int8 = r[r["ort_int8_best"]]
         print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed']):>15} "
               f"{r['packed_binary_ms']:>5.2f}/{r['packed_float_ms']:<6.2f} {fmt(r['packed_int8_float_layers']):>15} "
-              f"{fmt(r['ort_fp32']):>15} {fmt(int8):>15} {r['speedup_vs_fp32']:>7.2f} {r['speedup_vs_int8']:>7.2f} "
+              f"{fmt(r['ort_fp32']):>15} {fmt(int8):>15} {fmt(r['openvino']):>15} {r['speedup_vs_fp32']:>7.2f} "
+              f"{r['speedup_vs_int8']:>7.2f} {r['speedup_vs_openvino']:>6.2f} "
               f"{r['int8_float_layers_speedup_vs_int8']:>11.2f} {r['file_mb']:>8.2f} "
               f"{r['loaded_mb']:>8.2f} {r['fixed_mb']:>8.1f}")
-    print("ms: median (min); int8 = the faster of QDQ and QOperator; RSS+ = resident memory added by loading the "
+    print("ms: median (min); int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
           "packed file; fixed = RSS of the runtime before it (python, numpy, onnx, onnxruntime, kernels, warmed up)")
 
 

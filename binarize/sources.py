@@ -31,6 +31,9 @@ from torch import nn
 from binarize._registry import did_you_mean
 from binarize.errors import ModelSourceError, UnsafeSourceError, first_line
 
+#: Prefixes of sources that name an architecture (built with random weights unless --weights is given).
+ARCHITECTURE_PREFIXES = ("torchvision:", "binarize:", "timm:")
+
 #: Default example input shape per source kind (a checkpoint records the one used).
 IMAGENET_SHAPE = (1, 3, 224, 224)
 
@@ -55,7 +58,7 @@ def load_model(
     The model gets a ``binarize_source`` attribute recording how to rebuild it.
     """
     text = str(source)
-    if text.startswith(("torchvision:", "binarize:", "timm:")):
+    if text.startswith(ARCHITECTURE_PREFIXES):
         model = build_architecture(text)
         if weights is not None:
             load_state_dict_file(model, Path(weights))

@@ -18,6 +18,7 @@ from torch import nn
 from binarize._files import os_error
 from binarize._probe import forward_once
 from binarize.errors import BinarizeError, ConfigError, first_line
+from binarize.sources import ARCHITECTURE_PREFIXES
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,14 +60,14 @@ def one_of(names: Iterable[str]) -> str:
 
 def load_source(source: str, *, weights: Path | None, arch: str | None, trust: bool) -> nn.Module:
     """`load_model`, refusing --weights and --arch where the source would ignore them: --weights
-    goes with a named architecture (torchvision:NAME, binarize:NAME), --arch with a state-dict file."""
+    goes with a named architecture (torchvision:NAME, binarize:NAME, timm:NAME), --arch with a state-dict file."""
     from binarize import load_model
 
-    named = source.startswith(("torchvision:", "binarize:"))
+    named = source.startswith(ARCHITECTURE_PREFIXES)
     if weights is not None and not named:
         raise ConfigError(
             f"--weights is ignored for {source}: it loads a state dict into a named architecture",
-            "give torchvision:NAME or binarize:NAME with --weights, or pass the state-dict file as the model with --arch",
+            "give torchvision:NAME, binarize:NAME or timm:NAME with --weights, or pass the state-dict file as the model with --arch",
         )
     if arch is not None and named:
         raise ConfigError(f"--arch is ignored for {source}: it names the architecture already",

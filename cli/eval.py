@@ -56,13 +56,13 @@ def eval_file(
     note = None
     if peer is not None:
         note = "agreement with the packed runtime on the same file"
-    elif reference is None and recorded is not None:
+    elif reference is None and recorded is not None and Path(recorded).exists():
         # A path read from the file is the file's word, not the user's: follow it only on --trust.
-        if not trust:
-            note = f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it"
-        elif Path(recorded).exists():
+        if trust:
             reference = recorded
             note = f"agreement with {reference} (recorded at export)"
+        else:
+            note = f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it"
     if note is not None and not as_json:
         console.print(note)
     reference_model = None

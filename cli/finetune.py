@@ -28,6 +28,7 @@ from binarize.config import ACTIVATION_POLICIES
 from binarize.data.splits import spec_names
 from binarize.errors import BinarizeError, ConfigError, Interrupted, OutputExistsError
 from binarize.estimators import names as estimator_names
+from binarize.sources import ARCHITECTURE_PREFIXES
 from binarize.train.config import OPTIMIZERS, SCHEDULES
 from binarize.train.recipe import recipe_names
 
@@ -176,7 +177,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
 def _decide_distillation(distill: bool | None, teacher: str, weights: Path | None) -> tuple[bool, str | None]:
     """Whether to distil, and what to tell the user: on unless asked otherwise, or unless the
     teacher is an architecture name without weights (a random teacher only teaches noise)."""
-    if not (teacher.startswith(("torchvision:", "binarize:")) and weights is None):
+    if not (teacher.startswith(ARCHITECTURE_PREFIXES) and weights is None):
         return distill is not False, None
     if distill:
         return True, f"warning: distilling from {teacher}, which has random weights (no --weights)"

@@ -36,7 +36,7 @@ class ReSTE(Estimator):
         self.o_end, self.t, self.m = float(o_end), float(t), float(m)
         require(self, "o_end", self.o_end >= 1.0, "≥ 1 (o anneals from 1 to o_end)")
         require(self, "t", self.t > 0.0, "> 0")
-        require(self, "m", 0.0 < self.m <= self.t, "in (0, t]")
+        require(self, "m", self.m > 0.0, "> 0")  # t < m is allowed (the official branch order handles it)
         self._schedule_buffer("o", 1.0)
 
     def set_progress(self, progress: float) -> None:

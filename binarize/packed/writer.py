@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
-from binarize.errors import ConversionError, OutputExistsError
+from binarize.errors import ConversionError, OutputError, OutputExistsError
 from binarize.export.freeze import (
     FrozenBinaryLayer,
     FrozenBinaryLinear,
@@ -83,7 +83,10 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
     frozen = freeze(model)
     if not frozen_layers(frozen):
         raise ConversionError("the model has no binary layer to pack", "export it with --onnx instead")
-    graph = _export_marked(frozen, example_inputs)
+    try:
+        graph = _export_marked(frozen, example_inputs)
+    except OutputError as exc:  # the intermediate ONNX lives in a temporary folder: name the user's file too
+        raise OutputError(f"cannot write {path}: {exc.what}", exc.fix) from None
     config = getattr(model, "binarize_config", None)
     recorded = {
         **dict(metadata or {}),

@@ -207,7 +207,7 @@ def test_summary_of_a_valid_pt2_archive(tmp_path):
 
     path = tmp_path / "digits.pt2"
     torch.export.save(torch.export.export(digits_cnn().eval(), (torch.zeros(1, 1, 8, 8),)), path)
-    result = run("summary", path, "--json")
+    result = run("summary", path, "--trust", "--json")  # torch.export.load unpickles: .pt2 needs --trust
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["totals"]["params"] > 0
 

@@ -58,7 +58,7 @@ def test_finetune_errors_are_one_line(tmp_path: Path) -> None:
     result = _invoke("finetune", "binarize:digits_cnn", "--data", "mnist", "-o", str(tmp_path / "x"))
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: unknown data set 'mnist' — use one of: digits, cifar10:PATH, imagefolder:PATH "
+        "error: unknown data set 'mnist' — use one of: digits, mnist1d, cifar10:PATH, imagefolder:PATH "
         "(e.g. --data digits, --data cifar10:~/data/cifar)"
     ]
     result = _invoke("finetune", "binarize:digits_cnn", "--optimizer", "lamb", "-o", str(tmp_path / "y"))

@@ -194,7 +194,9 @@ def test_convert_refuses_psa_on_resnet_naming_the_node() -> None:
 )
 def test_psa_refuses_modules_between_binary_layers(between: nn.Module, node: str) -> None:
     model = nn.Sequential(nn.Linear(8, 8), between, nn.Linear(8, 8))
-    config = BinarizeConfig(layer=LayerConfig(weight_estimator="dste", input_estimator="psa"), keep_first=False, keep_last=False, min_fan_in=0)
+    # keep: with the default bypass the second layer reads the pre-activation and the ReLU is not between them
+    config = BinarizeConfig(layer=LayerConfig(weight_estimator="dste", input_estimator="psa"), keep_first=False,
+                            keep_last=False, min_fan_in=0, activation_policy="keep")
     with pytest.raises(ConversionError, match=re.escape(node)):
         convert(model, config)
 

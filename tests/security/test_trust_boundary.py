@@ -155,7 +155,9 @@ def test_onnx_metadata_path_is_not_followed_without_trust(tmp_path):
     result = runner.invoke(app, ["eval", str(onnx_path), "--random", "4", "--repeats", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["agreement"] is None
-    assert "pass --reference" in result.stderr
+    plain = runner.invoke(app, ["eval", str(onnx_path), "--random", "4", "--repeats", "1"])  # --json keeps stderr quiet
+    assert plain.exit_code == 0, plain.output
+    assert "pass --reference" in plain.stderr
     assert not marker.exists()
     # Given explicitly, the path is the user's choice; the checkpoint still asks for --trust.
     explicit = runner.invoke(app, ["eval", str(onnx_path), "--random", "4", "--repeats", "1", "--reference", str(evil)])
