@@ -9,7 +9,8 @@ which onnxruntime fuses) and QOperator (QLinearConv on already quantized uint8 i
 faster of the two is reported. All runtimes run in one process; each reports the median and
 minimum of many calls, with a pause between runtimes (their worker threads keep spinning after
 a call and would steal the second core from the next one). Throughput is in T bit-MAC/s
-(K·O·Ho·Wo per call) per core; "scaling" is the 1-thread time over the 2-thread time.
+(K·O·Ho·Wo per call) per core; "scaling" is the 1-thread time over the 2-thread time;
+"siblings" is the slowest over the fastest median of four more layer objects of the same shape.
 
 Timings on a shared machine are noisy: read the ratios, measured in one run; never assert them.
 
@@ -95,8 +96,8 @@ def ort_session(model: bytes, threads: int) -> ort.InferenceSession:
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def binary_layer(channels: int) -> kernels.BinaryConv:
-    rng = np.random.default_rng(1)
+def binary_layer(channels: int, seed: int = 1) -> kernels.BinaryConv:
+    rng = np.random.default_rng(seed)
     signs = np.where(rng.random((channels, channels * 9)) < 0.5, -1.0, 1.0)
     return kernels.BinaryConv(pack_signs(signs), in_channels=channels, kernel=(3, 3), padding=(1, 1, 1, 1),
                               scale=rng.random(channels, dtype=np.float32), shift=rng.random(channels, dtype=np.float32),
@@ -114,6 +115,9 @@ def measure(size: int, channels: int, threads: int, repeats: int) -> dict:
         session = ort_session(onnx_conv(channels, encoding), threads)
         times[encoding] = timed(lambda s=session, f=feed: s.run(None, {"x": f}), repeats)
         del session
+    # sibling layer objects of the same shape, built one after another: none may be slower
+    siblings = [binary_layer(channels, seed) for seed in range(10, 14)]
+    sibling_medians = [timed(lambda s=sibling: s(x), max(20, repeats // 4))["median"] for sibling in siblings]
     int8 = "qdq" if times["qdq"]["median"] <= times["qop"]["median"] else "qop"
     macs = channels * 9 * channels * size * size
     binary = times["binary"]["median"]
@@ -125,6 +129,7 @@ def measure(size: int, channels: int, threads: int, repeats: int) -> dict:
         "vs_int8": times[int8]["median"] / binary,
         "tbitmac_per_s_per_core": macs / binary / 1e12 / threads,
         "tbitmac_per_s_per_core_best": macs / times["binary"]["min"] / 1e12 / threads,
+        "siblings_slowest_over_fastest": max(sibling_medians) / min(sibling_medians),
     }
 
 
@@ -143,7 +148,7 @@ def main() -> None:
     print(f"kernel path: {kernels.active_path()} (available: {', '.join(kernels.PATHS)}); "
           f"onnxruntime {ort.__version__}; {platform.processor() or platform.machine()}; median (min) ms")
     print(f"{'thr':>3} {'shape':>10} {'K':>5} {'binary':>15} {'ort fp32':>15} {'ort int8':>19} "
-          f"{'x fp32':>7} {'x int8':>7} {'T/s/core':>9} {'best':>6} {'scaling':>7}")
+          f"{'x fp32':>7} {'x int8':>7} {'T/s/core':>9} {'best':>6} {'scaling':>7} {'siblings':>8}")
     def cell(row: dict, name: str) -> str:
         return f"{row['times_ms'][name]['median']:.3f} ({row['times_ms'][name]['min']:.3f})"
 
@@ -151,7 +156,7 @@ def main() -> None:
         print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {cell(r, 'binary'):>15} {cell(r, 'fp32'):>15} "
               f"{r['int8_encoding'] + ' ' + cell(r, r['int8_encoding']):>19} {r['vs_fp32']:>7.1f} {r['vs_int8']:>7.2f} "
               f"{r['tbitmac_per_s_per_core']:>9.3f} {r['tbitmac_per_s_per_core_best']:>6.3f} "
-              f"{r.get('scaling', float('nan')):>7.2f}")
+              f"{r.get('scaling', float('nan')):>7.2f} {r['siblings_slowest_over_fastest']:>8.2f}")
     with open(args.json, "w") as handle:
         json.dump({"onnxruntime": ort.__version__, "kernel_path": kernels.active_path(), "paths": list(kernels.PATHS),
                    "rows": rows}, handle, indent=2)

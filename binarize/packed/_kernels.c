@@ -40,20 +40,27 @@ static const int PATH_PIXELS[PATH_COUNT] = {8, 2, 8};
 /* ------------------------------------------------------------------------------------------ */
 /* thread pool                                                                                */
 
-typedef void (*task_fn)(void *ctx, int worker, int workers);
+/* A task is `total` units; fn(ctx, begin, end, worker) runs units [begin, end). Units are
+ * claimed one at a time from a shared counter, so a worker the OS has not scheduled yet (the
+ * machine is busy) holds nothing up: the running ones take its share. The counter carries the
+ * task's generation in its high half, so a late worker can never claim a unit of a later task
+ * with the earlier task's context. */
+typedef void (*task_fn)(void *ctx, long begin, long end, int worker);
 
 static struct {
     pthread_mutex_t lock, run_lock;
     pthread_cond_t wake, done;
     atomic_ulong generation;
-    atomic_int pending;
+    atomic_ullong claim;  /* (generation << 32) | next unit */
+    atomic_long finished; /* units done */
+    long total;
     task_fn fn;
     void *ctx;
-    int workers;  /* workers of the task in flight, the caller included */
-    atomic_int threads; /* the set_num_threads setting */
-    int spawned;  /* pool threads alive (only ever grows) */
+    int workers;          /* workers that may join the task in flight, the caller included */
+    atomic_int threads;   /* the set_num_threads setting */
+    int spawned;          /* pool threads alive (only ever grows) */
 } pool = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER,
-          PTHREAD_COND_INITIALIZER, 0, 0, NULL, NULL, 1, 1, 0};
+          PTHREAD_COND_INITIALIZER, 0, 0, 0, 0, NULL, NULL, 1, 1, 0};
 
 /* Spin this many rounds before blocking: covers the gap between two layers of one forward
  * pass without keeping a core busy when nothing comes. */
@@ -65,6 +72,23 @@ static inline void cpu_relax(void) {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
+}
+
+/* Claims and runs units of task `generation` until none is left. */
+static void pool_work(unsigned long generation, task_fn fn, void *ctx, long total, int worker) {
+    const unsigned long long tag = (unsigned long long)(generation & 0xffffffffu) << 32;
+    for (;;) {
+        unsigned long long claim = atomic_load(&pool.claim);
+        if ((claim & ~0xffffffffull) != tag || (long)(claim & 0xffffffffu) >= total) return;
+        if (!atomic_compare_exchange_weak(&pool.claim, &claim, claim + 1)) continue;
+        const long unit = (long)(claim & 0xffffffffu);
+        fn(ctx, unit, unit + 1, worker);
+        if (atomic_fetch_add(&pool.finished, 1) + 1 == total) {
+            pthread_mutex_lock(&pool.lock);
+            pthread_cond_broadcast(&pool.done);
+            pthread_mutex_unlock(&pool.lock);
+        }
+    }
 }
 
 typedef struct {
@@ -82,42 +106,42 @@ static void *pool_worker(void *arg) {
         pthread_mutex_lock(&pool.lock);
         while (atomic_load(&pool.generation) == seen) pthread_cond_wait(&pool.wake, &pool.lock);
         seen = atomic_load(&pool.generation);
-        task_fn fn = pool.fn;
+        const task_fn fn = pool.fn;
         void *ctx = pool.ctx;
-        int workers = pool.workers;
+        const long total = pool.total;
+        const int workers = pool.workers;
         pthread_mutex_unlock(&pool.lock);
-        if (index < workers) fn(ctx, index, workers);
-        if (atomic_fetch_sub(&pool.pending, 1) == 1) {
-            pthread_mutex_lock(&pool.lock);
-            pthread_cond_signal(&pool.done);
-            pthread_mutex_unlock(&pool.lock);
-        }
+        if (index < workers) pool_work(seen, fn, ctx, total, index);
     }
     return NULL;
 }
 
-/* Runs fn(ctx, w, workers) for w in [0, workers): the caller is worker 0. `workers` is at most
- * what the caller read from pool.threads (it sized its per-worker scratch by that). */
-static void pool_run(task_fn fn, void *ctx, int workers) {
+/* Runs the `total` units of fn on up to `workers` threads, the caller included (worker 0).
+ * `workers` is at most what the caller read from pool.threads (it sized per-worker scratch by
+ * that); returns once every unit is done. */
+static void pool_run(task_fn fn, void *ctx, long total, int workers) {
     pthread_mutex_lock(&pool.run_lock);
     if (workers > pool.spawned + 1) workers = pool.spawned + 1;
-    if (workers <= 1) {
-        fn(ctx, 0, 1);
+    if (workers <= 1 || total <= 1) {
+        if (total > 0) fn(ctx, 0, total, 0);
         pthread_mutex_unlock(&pool.run_lock);
         return;
     }
     pthread_mutex_lock(&pool.lock);
+    const unsigned long generation = atomic_load(&pool.generation) + 1;
     pool.fn = fn;
     pool.ctx = ctx;
+    pool.total = total;
     pool.workers = workers;
-    atomic_store(&pool.pending, pool.spawned);
-    atomic_fetch_add(&pool.generation, 1);
+    atomic_store(&pool.finished, 0);
+    atomic_store(&pool.claim, (unsigned long long)(generation & 0xffffffffu) << 32);
+    atomic_store(&pool.generation, generation);
     pthread_cond_broadcast(&pool.wake);
     pthread_mutex_unlock(&pool.lock);
-    fn(ctx, 0, workers);
-    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.pending) > 0; spin++) cpu_relax();
+    pool_work(generation, fn, ctx, total, 0);
+    for (int spin = 0; spin < SPIN_ROUNDS && atomic_load(&pool.finished) < total; spin++) cpu_relax();
     pthread_mutex_lock(&pool.lock);
-    while (atomic_load(&pool.pending) > 0) pthread_cond_wait(&pool.done, &pool.lock);
+    while (atomic_load(&pool.finished) < total) pthread_cond_wait(&pool.done, &pool.lock);
     pthread_mutex_unlock(&pool.lock);
     pthread_mutex_unlock(&pool.run_lock);
 }
@@ -152,11 +176,6 @@ static void pool_after_fork_in_child(void) {
     pool.spawned = 0;
 }
 
-/* Contiguous share [begin, end) of `total` items for worker w of `workers`. */
-static inline void share(long total, int w, int workers, long *begin, long *end) {
-    *begin = total * w / workers;
-    *end = total * (w + 1) / workers;
-}
 
 /* ------------------------------------------------------------------------------------------ */
 /* geometry of one call                                                                       */
@@ -260,10 +279,10 @@ __attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call,
 }
 #endif
 
-static void pack_task(void *ctx, int worker, int workers) {
+/* Units: rows (n, y) of the input. */
+static void pack_task(void *ctx, long begin, long end, int worker) {
     const conv_call *call = ctx;
-    long begin, end;
-    share((long)call->g->n * call->g->h, worker, workers, &begin, &end);
+    (void)worker;
     for (long r = begin; r < end; r++) {
         int n = (int)(r / call->g->h), y = (int)(r % call->g->h);
 #if defined(BNZ_X86)
@@ -440,15 +459,13 @@ static void epilogue(const conv_call *call, int o, const int32_t *restrict dot, 
     }
 }
 
-static void conv_task(void *ctx, int worker, int workers) {
+static void conv_task(void *ctx, long begin, long end, int worker) {
     const conv_call *call = ctx;
     const geometry *g = call->g;
     const int pixels_per_tile = PATH_PIXELS[call->path];
     const tile_fn tile = tile_kernel(call->path);
     const long plane = (long)g->ho * g->wo, chunks = (plane + CHUNK - 1) / CHUNK;
     const long words_per_pixel = (long)g->groups * g->cw;
-    long begin, end;
-    share((long)g->groups * g->ob * g->n * chunks, worker, workers, &begin, &end);
     int32_t acc[PT_MAX][OT];
     int32_t dot[OT][CHUNK];
     const uint64_t *a[CHUNK + PT_MAX];
@@ -510,8 +527,9 @@ static int run_conv(conv_call *call) {
     call->a = buffer;
     call->offsets = offsets;
     call->tap_lists = tap_lists;
-    pool_run(pack_task, call, workers);
-    pool_run(conv_task, call, workers);
+    const long chunks = ((long)g->ho * g->wo + CHUNK - 1) / CHUNK;
+    pool_run(pack_task, call, (long)g->n * g->h, workers);
+    pool_run(conv_task, call, (long)g->groups * g->ob * g->n * chunks, workers);
     free(tap_lists), free(offsets), free(buffer);
     return 0;
 }
