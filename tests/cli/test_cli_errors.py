@@ -282,7 +282,11 @@ def test_full_disk_is_one_line_from_the_console_script(tmp_path):
         "sys.argv = ['binarize', 'convert', 'binarize:digits_cnn', '-o', sys.argv[1]]\n"
         "run()\n"
     )
-    done = subprocess.run([sys.executable, "-c", script, str(tmp_path / "x.pt")], check=False, capture_output=True, text=True)
+    out = tmp_path / "out"
+    out.mkdir()
+    # cwd outside the checkout: `python -c` puts the cwd first on sys.path, and binarize.cli exists only installed
+    done = subprocess.run([sys.executable, "-c", script, str(out / "x.pt")], check=False, capture_output=True, text=True,
+                          cwd=tmp_path)
     assert done.returncode == 1
     assert done.stderr.startswith("error: no space left") and done.stderr.count("\n") == 1, done.stderr
-    assert files_in(tmp_path) == []
+    assert files_in(out) == []

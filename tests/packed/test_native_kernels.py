@@ -221,8 +221,10 @@ print(int(layer.accumulate(np.ones((1, 2, 4, 4), np.float32))[0, 0, 1, 1]), kern
 """
 
 
-def test_kernels_import_and_run_without_torch_or_numba() -> None:
-    result = subprocess.run([sys.executable, "-c", BLOCKER], check=False, capture_output=True, text=True, timeout=120)
+def test_kernels_import_and_run_without_torch_or_numba(tmp_path) -> None:
+    # cwd outside the checkout, whose source tree (first on sys.path for `python -c`) has no compiled kernels
+    result = subprocess.run([sys.executable, "-c", BLOCKER], check=False, capture_output=True, text=True, timeout=120,
+                            cwd=tmp_path)
     assert result.returncode == 0, result.stderr
     value, active, torch_loaded, numba_loaded = result.stdout.split()
     assert (value, active, torch_loaded, numba_loaded) == ("18", kernels.PATHS[0], "False", "False")
