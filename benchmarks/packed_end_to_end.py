@@ -48,7 +48,6 @@ from binarize.packed import load_packed, save_packed
 from binarize.packed.openvino_engine import load_openvino
 
 PAUSE_S = 0.5
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
@@ -112,7 +111,8 @@ def resident_memory(path: Path, warm_up: Path) -> dict[str, float]:
         f"model = load_packed({str(path)!r}, threads=1)\n"
         "print(json.dumps({'fixed_mb': before, 'loaded_mb': rss() - before, 'kernel_weight_mb': model.weight_bytes / 2**20}))\n"
     )
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True)
+    # run beside the files, not in a checkout (whose source tree would shadow the installed kernels)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=path.parent, check=True)
     numbers = json.loads(result.stdout)
     numbers["file_mb"] = path.stat().st_size / 2**20
     numbers["loaded_over_file"] = numbers["loaded_mb"] / numbers["file_mb"]
