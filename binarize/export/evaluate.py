@@ -8,7 +8,6 @@ latency per batch (median over repeats at batch 1 and batch N, one thread and al
 
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
@@ -21,6 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize.errors import ConfigError, ModelSourceError, first_line
+from binarize.packed.kernels import usable_cpus
 
 Batches = Iterable[tuple[Tensor, Tensor | None]]
 
@@ -227,7 +227,7 @@ def evaluate_file(
     one warm-up call.
     """
     torch_threads = torch.get_num_threads()
-    model.set_threads(all_threads())
+    model.set_threads(usable_cpus())
     correct = agree = labelled = count = 0
     worst = 0.0
     for inputs, labels in batches:
@@ -245,13 +245,13 @@ def evaluate_file(
         raise ConfigError("no examples to evaluate", "give --data with a non-empty test split or --random N")
     generator = torch.Generator().manual_seed(0)
     probe = torch.randn((batch_size, *example_shape), generator=generator)
-    thread_counts = list(threads) if threads is not None else sorted({1, all_threads()})
+    thread_counts = list(threads) if threads is not None else sorted({1, usable_cpus()})
     latency = {
         f"batch{batch}_threads{count_}": median_ms(model, probe[:batch], count_, repeats)
         for batch in sorted({1, batch_size})
         for count_ in thread_counts
     }
-    model.set_threads(all_threads())
+    model.set_threads(usable_cpus())
     layer_times = model.per_layer_times(probe)
     torch.set_num_threads(torch_threads)
     return DeployedEval(
@@ -277,11 +277,6 @@ def median_ms(model: DeployedModel, x: Tensor, threads: int, repeats: int) -> fl
         model(x)
         times.append(time.perf_counter() - start)
     return 1000.0 * statistics.median(times)
-
-
-def all_threads() -> int:
-    """The number of cores this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def dataset_batches(data: Any, batch_size: int) -> Batches:

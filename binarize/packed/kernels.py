@@ -53,11 +53,12 @@ def get_num_threads() -> int:
     return _state["threads"]
 
 
-def _cpu_count() -> int:
+def usable_cpus() -> int:
+    """The number of cores this process may use (its CPU affinity, not the machine's count)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-set_num_threads(_cpu_count())
+set_num_threads(usable_cpus())
 
 
 def _aligned_empty(count: int, dtype) -> np.ndarray:

@@ -25,7 +25,6 @@ machines is bf16, which changes top-1 classes. Needs the ``openvino`` extra; imp
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -36,6 +35,7 @@ from binarize.errors import ConfigError, FormatError
 from binarize.packed import ops
 from binarize.packed.bits import unpack_signs
 from binarize.packed.format import read_packed
+from binarize.packed.kernels import usable_cpus
 
 INSTALL = "pip install 'binarize[openvino]'"
 #: FakeQuantize maps x ≤ threshold to its low level; the largest float32 below zero keeps
@@ -87,7 +87,7 @@ class OpenVINOModel:
         except (RuntimeError, ValueError, TypeError) as err:  # OpenVINO's errors, long multi-line messages
             raise FormatError(f"OpenVINO cannot convert {self.path} ({_first_line(err)})",
                               "run it on binarize's packed runtime (--engine packed)") from None
-        self.threads = max(1, int(threads or _all_threads()))
+        self.threads = max(1, int(threads or usable_cpus()))
         self._compiled: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 
     def input_shape(self) -> tuple[int, ...] | None:
@@ -136,10 +136,6 @@ class OpenVINOModel:
 def load_openvino(path: str | Path, *, threads: int | None = None, precision: str = "f32") -> OpenVINOModel:
     """Validates a packed file with binarize's reader, then compiles it with OpenVINO (see `OpenVINOModel`)."""
     return OpenVINOModel(path, threads=threads, precision=precision)
-
-
-def _all_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _first_line(err: BaseException) -> str:

@@ -12,7 +12,6 @@ Imports NumPy, onnx and onnxruntime only: neither torch nor numba.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,7 +63,7 @@ class PackedModel:
         self._calibration = calibration
         self._checksum: str | None = None
         self._times: dict[str, float] = {}
-        self._build(threads or _usable_cpus())
+        self._build(threads or kernels.usable_cpus())
 
     def _build(self, threads: int) -> None:
         model = read_packed(self.path)
@@ -148,10 +147,6 @@ class PackedModel:
         """Each step's kind: the binarize op name, or ``float`` for an onnxruntime segment."""
         return {s.name: (type(self.binary_layers[s.name].kernel).__name__ if s.name in self.binary_layers else "float")
                 for s in self._steps}
-
-
-def _usable_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def load_packed(path: str | Path, *, threads: int | None = None, int8_float_layers: bool = False,
