@@ -17,7 +17,7 @@ from torch import nn
 
 from binarize._files import os_error
 from binarize._probe import forward_once
-from binarize.errors import BinarizeError, ConfigError, first_line
+from binarize.errors import BinarizeError, ConfigError, ModelSourceError, first_line
 from binarize.sources import ARCHITECTURE_PREFIXES
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -49,8 +49,23 @@ def handles_errors(command: F) -> F:
             fail(err)
         except OSError as exc:
             fail(os_error(exc))
+        except (AssertionError, RuntimeError) as exc:
+            if not _is_export_shape_guard(exc):
+                raise
+            fail(ModelSourceError(
+                f"the model comes from a torch.export archive traced for one input shape only ({first_line(exc, 120)})",
+                "re-export it with a dynamic batch dimension (torch.export.export(..., dynamic_shapes=...)) "
+                "or pass inputs of the shape it was traced with (e.g. --batch-size 1)",
+            ))
 
     return wrapper  # type: ignore[return-value]
+
+
+def _is_export_shape_guard(exc: BaseException) -> bool:
+    """True for the errors a module unlifted from a static `torch.export` program raises on an
+    input of another shape (its guards are checked in forward)."""
+    text = str(exc)
+    return text.startswith("Guard failed:") or (text.startswith("Expected input at") and "dynamic_shapes" in text)
 
 
 def one_of(names: Iterable[str]) -> str:

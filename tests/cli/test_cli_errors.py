@@ -290,3 +290,14 @@ def test_full_disk_is_one_line_from_the_console_script(tmp_path):
     assert done.returncode == 1
     assert done.stderr.startswith("error: no space left") and done.stderr.count("\n") == 1, done.stderr
     assert files_in(out) == []
+
+
+def test_static_pt2_model_on_another_batch_size_is_one_line(tmp_path):
+    from binarize.models.digits import digits_cnn
+
+    archive = tmp_path / "digits.pt2"
+    torch.export.save(torch.export.export(digits_cnn().eval(), (torch.zeros(1, 1, 8, 8),)), archive)
+    converted = tmp_path / "digits.pt"
+    assert run("convert", archive, "--trust", "-o", converted, "--json").exit_code == 0
+    assert_one_line(run("eval", converted, "--trust", "--random", "8", "--batch-size", "8"),
+                    "traced for one input shape only", "dynamic_shapes")
