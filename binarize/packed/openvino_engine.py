@@ -198,11 +198,14 @@ def _convert(op: str, node: Any) -> list[Any]:
     return [y.output(0)]
 
 
-def _binarized(opset: Any, x: Any) -> Any:
+def _binarized(opset: Any, x: Any, channels: int) -> Any:
     """x ≥ 0 → 1, x < 0 → 0: BinaryConvolution's data input (0/1, read as −1/+1), the standard
     2-level FakeQuantize. The CPU plugin turns it into a threshold test, so it only works in front
     of a BinaryConvolution: elsewhere its (x − low)/(high − low) divides by zero."""
-    threshold = opset.constant(np.array(THRESHOLD, np.float32))
+    # Per-channel thresholds, not a scalar: the CPU plugin fuses a scalar-threshold FakeQuantize
+    # into a producing BinaryConvolution whose epilogue adds a residual, and the fused result
+    # is wrong (logits off by > 1 after a residual block); per-channel thresholds give exact sums.
+    threshold = opset.constant(np.full([1, channels, 1, 1], THRESHOLD, np.float32))  # x is N×C×H×W here
     return opset.fake_quantize(x, threshold, threshold, opset.constant(np.float32(0)), opset.constant(np.float32(1)), 2)
 
 
@@ -227,7 +230,7 @@ def _conv(ov: Any, opset: Any, x: Any, bits: np.ndarray, kernel: list[int], g: d
     if one_d:  # conv1d is the 1×k conv2d
         x = opset.unsqueeze(x, opset.constant(np.array([2], np.int64)))
     lift = (lambda values, first: [first, *values]) if one_d else (lambda values, first: list(values))
-    y = _binary_conv(ov, _binarized(opset, x), bits, [out, g["in_channels"], *lift(kernel, 1)], lift(g["strides"], 1),
+    y = _binary_conv(ov, _binarized(opset, x, g["in_channels"]), bits, [out, g["in_channels"], *lift(kernel, 1)], lift(g["strides"], 1),
                      lift(pads_begin, 0), lift(pads_end, 0), lift(g["dilations"], 1))
     return opset.squeeze(y, opset.constant(np.array([2], np.int64))) if one_d else y
 
@@ -246,7 +249,7 @@ def _linear(ov: Any, opset: Any, x: Any, bits: np.ndarray, in_features: int, bin
         data = _sign(opset, x) if binarize_input else x
         return opset.matmul(data, opset.constant(unpack_signs(bits, in_features)), False, True)
     rows = opset.reshape(x, opset.constant(np.array([-1, in_features, 1, 1], np.int64)), False)
-    y = _binary_conv(ov, _binarized(opset, rows), bits, [out, in_features, 1, 1], [1, 1], [0, 0], [0, 0], [1, 1])
+    y = _binary_conv(ov, _binarized(opset, rows, in_features), bits, [out, in_features, 1, 1], [1, 1], [0, 0], [0, 0], [1, 1])
     leading = opset.slice(opset.shape_of(x), opset.constant(np.array([0], np.int64)),
                           opset.constant(np.array([-1], np.int64)), opset.constant(np.array([1], np.int64)))
     shape = opset.concat([leading, opset.constant(np.array([out], np.int64))], 0)

@@ -172,11 +172,8 @@ def test_demo_model(tmp_path: Path) -> None:
     assert_engines_agree(_converted(create("digits_cnn"), x), x, tmp_path / "digits.bnz")
 
 
-# Open: with the default bypass activation policy, torchvision resnet18 with *binary* 1×1 downsample
-# convolutions gives logits on OpenVINO that differ from the packed runtime's (which matches PyTorch);
-# the Bi-Real policy (float downsample, below) and a single such block agree exactly.
 @pytest.mark.parametrize("name", [
-    pytest.param("resnet18", marks=pytest.mark.xfail(strict=True, reason="binary downsample under bypass: open")),
+    "resnet18",
     *(pytest.param(name, marks=pytest.mark.slow) for name in (
         "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "shufflenet_v2_x0_5", "densenet121", "regnet_x_400mf",
         "convnext_tiny", "mobilenet_v3_small")),
@@ -187,6 +184,28 @@ def test_torchvision_models(name: str, tmp_path: Path) -> None:
     x = torch.randn(2, 3, size, size)
     model = getattr(torchvision.models, name)(num_classes=10)
     assert_engines_agree(_converted(model, x), x, tmp_path / f"{name}.bnz")
+
+
+def test_binary_layer_after_a_residual_epilogue(tmp_path: Path) -> None:
+    """A binary conv reading only the output of a binary conv with a fused residual add: the
+    CPU plugin's fusion of a scalar-threshold FakeQuantize into the producer got this wrong."""
+    torch.manual_seed(0)
+
+    class Chain(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.stem = torch.nn.Conv2d(3, 64, 3, padding=1)
+            self.a = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
+            self.b = torch.nn.Conv2d(64, 64, 3, padding=1, bias=False)
+            self.head = torch.nn.Conv2d(64, 4, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.stem(x)
+            y = self.a(y) + y
+            return self.head(self.b(y))
+
+    x = torch.randn(2, 3, 16, 16)
+    assert_engines_agree(_converted(Chain(), x), x, tmp_path / "chain.bnz")
 
 
 def test_bireal_resnet18(tmp_path: Path) -> None:
