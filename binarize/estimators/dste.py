@@ -12,7 +12,6 @@ import math
 import torch
 from torch import Tensor, nn
 
-from binarize.errors import ConfigError
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
 from binarize.functional import sign
@@ -51,13 +50,13 @@ class DSTE(Estimator):
 
     def __init__(self, s: float = 1.0, sample_eval: bool = False, anneal_until: float | None = None) -> None:
         super().__init__()
-        if anneal_until is not None and not 0.0 < anneal_until <= 1.0:
-            raise ConfigError(f"dste anneal_until={anneal_until!r} is outside (0, 1]", "use the progress at which the noise reaches 0, e.g. 1.0")
         self.s = float(s)
         require(self, "s", self.s > 0.0, "> 0")
         self.sample_eval = bool(sample_eval)
         self.anneal_until = None if anneal_until is None else float(anneal_until)
         if self.anneal_until is not None:  # the paper's method has no schedule state
+            require(self, "anneal_until", 0.0 < self.anneal_until <= 1.0,
+                    "in (0, 1], the progress at which the noise reaches 0")
             self._schedule_buffer("noise", 1.0)
 
     def set_progress(self, progress: float) -> None:

@@ -10,6 +10,7 @@ from torch.utils.data import TensorDataset
 
 from binarize import BinarizeConfig, LayerConfig, convert
 from binarize.data.digits import digits_tensors
+from binarize.errors import ConfigError
 from binarize.estimators.dste import DSTE, noise_level, sampled_probabilities
 from binarize.export import freeze
 from binarize.models import create
@@ -80,3 +81,9 @@ def test_sampled_probabilities_restore_flags_and_mode():
     probabilities = sampled_probabilities(binary, torch.randn(5, 4), samples=8)
     assert torch.allclose(probabilities.sum(-1), torch.ones(5))
     assert binary.training and not any(getattr(m, "sample_eval", False) for m in binary.modules())
+
+
+@pytest.mark.parametrize("value", [0.0, 1.5, float("nan")])
+def test_anneal_until_out_of_range_is_one_line(value: float) -> None:
+    with pytest.raises(ConfigError, match=r"dste\.anneal_until=.* is out of range — anneal_until must be a finite number in \(0, 1\]"):
+        DSTE(anneal_until=value)
