@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from binarize.errors import FormatError
+from binarize.errors import FormatError, first_line
 from binarize.packed import ops
 from binarize.packed.bits import pad_bits_clear
 from binarize.packed.format import (
@@ -183,12 +183,7 @@ def _check_onnx(model: Any) -> None:
     try:
         onnx.checker.check_model(model, full_check=True)
     except Exception as err:  # the checker raises several types (ValidationError, InferenceError, …)
-        raise _bad(f"onnx.checker refuses the model ({_first_line(err)})") from None
-
-
-def _first_line(err: BaseException) -> str:
-    lines = str(err).strip().splitlines()
-    return (lines[0] if lines else type(err).__name__)[:160]
+        raise _bad(f"onnx.checker refuses the model ({first_line(err, 160)})") from None
 
 
 def _ints(node: Any, name: str, default: list[int]) -> tuple[int, ...]:
