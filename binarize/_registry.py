@@ -6,7 +6,7 @@ import difflib
 from collections.abc import Callable, Iterable, Iterator
 from typing import Generic, TypeVar
 
-from binarize.errors import ConfigError
+from binarize.errors import BinarizeError, ConfigError
 
 T = TypeVar("T")
 
@@ -18,10 +18,23 @@ def did_you_mean(name: str, choices: Iterable[str], render: Callable[[str], str]
 
 
 class Registry(Generic[T]):
-    """Maps names to factories; unknown names raise a `ConfigError` suggesting the closest."""
+    """Maps names to factories; unknown names raise ``error`` (a `ConfigError` unless told)
+    suggesting the closest.
 
-    def __init__(self, kind: str) -> None:
+    ``usage`` writes an entry as the user types it (e.g. ``cifar10:PATH`` for a data set that
+    takes a folder); suggestions and `usages` use it, lookups use the bare name.
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        *,
+        error: type[BinarizeError] = ConfigError,
+        usage: Callable[[str, T], str] = lambda name, entry: name,
+    ) -> None:
         self.kind = kind
+        self._error = error
+        self._usage = usage
         self._entries: dict[str, T] = {}
 
     def register(self, name: str) -> Callable[[T], T]:
@@ -40,13 +53,19 @@ class Registry(Generic[T]):
         try:
             return self._entries[name]
         except KeyError:
-            raise ConfigError(f"unknown {self.kind} {name!r}", self.suggestion(name)) from None
+            raise self._error(f"unknown {self.kind} {name!r}", self.suggestion(name)) from None
 
     def suggestion(self, name: str) -> str:
-        return f"{did_you_mean(name, self._entries)}valid {self.kind}s: {', '.join(self.names())}"
+        usages = dict(zip(self._entries, self.usages()))
+        close = did_you_mean(name, usages, render=lambda close: repr(usages[close]))
+        return f"{close}valid {self.kind}s: {', '.join(usages.values())}"
 
     def names(self) -> list[str]:
         return list(self._entries)
+
+    def usages(self) -> list[str]:
+        """Every entry as the user writes it, in registration order."""
+        return [self._usage(name, entry) for name, entry in self._entries.items()]
 
     def __contains__(self, name: object) -> bool:
         return name in self._entries

@@ -20,7 +20,7 @@ from binarize.cli._common import (
     parse_shape,
 )
 from binarize.errors import ConfigError
-from binarize.data.splits import DataSplits, check_fits, spec_names
+from binarize.data import DataSplits, check_fits, spec_names
 from binarize.export.evaluate import (
     DeployedEval,
     DeployedModel,

@@ -27,7 +27,7 @@ from binarize.cli._common import (
     one_of,
     parse_shape,
 )
-from binarize.data.splits import spec_names
+from binarize.data import spec_names
 from binarize.errors import ConfigError
 from binarize.export.onnx import DEFAULT_OPSET, SOURCE_KEY, ExportResult
 from binarize.export.quantize import QuantizeResult, quantize_float_layers

@@ -25,7 +25,7 @@ from binarize.cli._common import (
 )
 from binarize._files import check_output
 from binarize.config import ACTIVATION_POLICIES
-from binarize.data.splits import spec_names
+from binarize.data import spec_names
 from binarize.errors import BinarizeError, ConfigError, Interrupted, OutputExistsError
 from binarize.estimators import names as estimator_names
 from binarize.sources import ARCHITECTURE_PREFIXES

@@ -1,29 +1,33 @@
 """CIFAR-10 from its standard python folder (``cifar-10-batches-py``), read without running code.
 
 The files are pickles; they are read with an unpickler that only rebuilds dicts, lists, bytes
-and NumPy arrays, so a hostile file cannot execute anything.
+and NumPy arrays, so a hostile file cannot execute anything. torchvision is imported when the
+data set is loaded, not when it is registered: listing data sets (CLI help) stays fast.
 """
 
 from __future__ import annotations
 
 import pickle
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
-from torchvision.transforms import v2
 
+from binarize.data.registry import DataRequest, register
 from binarize.data.splits import DataSplits
 from binarize.errors import DataError
+
+if TYPE_CHECKING:
+    from torchvision.transforms import v2
 
 FOLDER = "cifar-10-batches-py"
 TRAIN_FILES = tuple(f"data_batch_{i}" for i in range(1, 6))
 TEST_FILE = "test_batch"
 MEAN = (0.4914, 0.4822, 0.4465)
 STD = (0.2470, 0.2435, 0.2616)
-EXPECTED = f"expected {FOLDER}/ with data_batch_1..5 and test_batch (the python version of CIFAR-10)"
+EXPECTED = f"expected PATH to be {FOLDER}/ (data_batch_1..5 and test_batch: the python version of CIFAR-10) or its parent"
 
 
 class CIFAR10(Dataset):
@@ -41,17 +45,21 @@ class CIFAR10(Dataset):
         return self.transform(self.images[index]), self.labels[index]
 
 
-def cifar10_splits(path: Path, *, augment: bool, name: str) -> DataSplits:
-    """Reads ``path`` (the batches folder or its parent) into train/test splits."""
-    folder = path / FOLDER if (path / FOLDER).is_dir() else path
+@register("cifar10", layout=EXPECTED)
+def cifar10_splits(request: DataRequest) -> DataSplits:
+    """Reads ``request.path`` (the batches folder or its parent) into train/test splits."""
+    from torchvision.transforms import v2
+
+    assert request.path is not None  # registered with a layout: the registry checked the folder
+    folder = request.path / FOLDER if (request.path / FOLDER).is_dir() else request.path
     normalize = [v2.ToDtype(torch.float32, scale=True), v2.Normalize(MEAN, STD)]
-    augmentation = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if augment else []
+    augmentation = [v2.RandomCrop(32, padding=4), v2.RandomHorizontalFlip()] if request.augment else []
     return DataSplits(
         train=CIFAR10(*_read_batches(folder, TRAIN_FILES), v2.Compose(augmentation + normalize)),
         test=CIFAR10(*_read_batches(folder, (TEST_FILE,)), v2.Compose(normalize)),
         num_classes=10,
         input_shape=(3, 32, 32),
-        name=name,
+        name=request.spec,
     )
 
 

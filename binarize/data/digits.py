@@ -12,6 +12,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from binarize.data.registry import DataRequest, register
 from binarize.data.splits import DataSplits
 from binarize.errors import DataError
 
@@ -43,8 +44,10 @@ def test_mask(labels: torch.Tensor) -> torch.Tensor:
     return mask
 
 
-def digits_splits() -> DataSplits:
-    """The digits data set with its fixed stratified split (1437 train, 360 test)."""
+@register("digits")
+def digits_splits(request: DataRequest) -> DataSplits:
+    """The digits data set with its fixed stratified split (1433 train, 364 test); it has no
+    augmentation and one size, so nothing in ``request`` changes it."""
     images, labels = digits_tensors()
     mask = test_mask(labels)
     return DataSplits(
@@ -52,5 +55,5 @@ def digits_splits() -> DataSplits:
         test=TensorDataset(images[mask], labels[mask]),
         num_classes=NUM_CLASSES,
         input_shape=INPUT_SHAPE,
-        name="digits",
+        name=request.spec,
     )

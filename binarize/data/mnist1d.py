@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from binarize.data.registry import DataRequest, register
 from binarize.data.splits import DataSplits
 from binarize.errors import DataError
 
@@ -47,9 +48,11 @@ def mnist1d_arrays(seed: int = DEFAULT_SEED) -> dict[str, np.ndarray]:
     return {key: np.ascontiguousarray(data[key]) for key in ("x", "y", "x_test", "y_test")}
 
 
-def mnist1d_splits(seed: int = DEFAULT_SEED) -> DataSplits:
-    """The standard MNIST-1D split (4,000 train, 1,000 test signals ``[1, 40]``) for ``seed``."""
-    arrays = mnist1d_arrays(seed)
+@register("mnist1d")
+def mnist1d_splits(request: DataRequest) -> DataSplits:
+    """The standard MNIST-1D split (4,000 train, 1,000 test signals ``[1, 40]``) of the
+    package's default seed; it has no augmentation and one length, so ``request`` changes nothing."""
+    arrays = mnist1d_arrays(DEFAULT_SEED)
 
     def tensors(x: np.ndarray, y: np.ndarray) -> TensorDataset:
         signals = torch.from_numpy(x.astype(np.float32)).unsqueeze(1)
@@ -60,5 +63,5 @@ def mnist1d_splits(seed: int = DEFAULT_SEED) -> DataSplits:
         test=tensors(arrays["x_test"], arrays["y_test"]),
         num_classes=NUM_CLASSES,
         input_shape=INPUT_SHAPE,
-        name="mnist1d",
+        name=request.spec,
     )

@@ -58,8 +58,8 @@ def test_finetune_errors_are_one_line(tmp_path: Path) -> None:
     result = _invoke("finetune", "binarize:digits_cnn", "--data", "mnist", "-o", str(tmp_path / "x"))
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
-        "error: unknown data set 'mnist' — use one of: digits, mnist1d, cifar10:PATH, imagefolder:PATH "
-        "(e.g. --data digits, --data cifar10:~/data/cifar)"
+        "error: unknown data set 'mnist' — did you mean 'mnist1d'? "
+        "valid data sets: digits, mnist1d, cifar10:PATH, imagefolder:PATH"
     ]
     result = _invoke("finetune", "binarize:digits_cnn", "--optimizer", "lamb", "-o", str(tmp_path / "y"))
     assert result.exit_code == 1 and "error: optimizer 'lamb' is not supported" in result.output
