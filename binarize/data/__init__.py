@@ -11,9 +11,9 @@ from binarize.data.registry import DataRequest, get_datasets, register, spec_nam
 from binarize.data.splits import DataSplits, check_fits
 
 # Importing the loader modules registers them, in the order `spec_names` lists them.
-from binarize.data import digits  # noqa: E402,F401  isort: skip
-from binarize.data import mnist1d  # noqa: E402,F401  isort: skip
-from binarize.data import cifar10  # noqa: E402,F401  isort: skip
-from binarize.data import imagefolder  # noqa: E402,F401  isort: skip
+from binarize.data import digits  # noqa: F401  isort: skip
+from binarize.data import mnist1d  # noqa: F401  isort: skip
+from binarize.data import cifar10  # noqa: F401  isort: skip
+from binarize.data import imagefolder  # noqa: F401  isort: skip
 
 __all__ = ["DataRequest", "DataSplits", "check_fits", "get_datasets", "register", "spec_names"]
