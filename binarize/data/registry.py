@@ -96,10 +96,11 @@ def get_datasets(spec: str, *, augment: bool = True, image_size: int | None = No
     """
     name, sep, location = spec.partition(":")
     entry = _DATASETS.get(name)
-    path = None
-    if entry.layout is None and sep:
-        raise DataError(f"data set {name!r} takes no PATH (got {spec!r})", f"use --data {name}")
-    if entry.layout is not None:
+    if entry.layout is None:
+        if sep:
+            raise DataError(f"data set {name!r} takes no PATH (got {spec!r})", f"use --data {name}")
+        path = None
+    else:
         if not location:
             raise DataError(f"data set {name!r} needs a folder", f"use --data {name}:PATH, {entry.layout}")
         path = Path(location).expanduser()
