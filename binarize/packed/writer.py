@@ -69,7 +69,7 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
     ``check`` the written file is loaded back by the packed runtime and its output compared with
     the frozen model's (a `ConversionError` on disagreement; nothing is left behind).
     """
-    from binarize.checkpoint import input_shape
+    from binarize.provenance import input_shape, provenance_of
 
     path = Path(path)
     if path.exists() and not force:
@@ -87,7 +87,7 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
         graph = _export_marked(frozen, example_inputs)
     except OutputError as exc:  # the intermediate ONNX lives in a temporary folder: name the user's file too
         raise OutputError(f"cannot write {path}: {exc.what}", exc.fix) from None
-    config = getattr(model, "binarize_config", None)
+    config = provenance_of(model).config
     recorded = {
         **dict(metadata or {}),
         FORMAT_KEY: FORMAT_NAME, VERSION_KEY: str(FORMAT_VERSION),
