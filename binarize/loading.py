@@ -14,7 +14,12 @@ from typing import Any
 
 from torch import nn
 
-from binarize.checkpoint import check_record, is_checkpoint, needs_trust, verify_checkpoint
+from binarize.checkpoint import (
+    check_record,
+    is_checkpoint,
+    needs_trust,
+    verify_checkpoint,
+)
 from binarize.config import BinarizeConfig
 from binarize.conversion.pipeline import rebuild
 from binarize.errors import ModelSourceError, first_line

@@ -12,7 +12,6 @@ from rich.table import Table
 from binarize import BinarizeConfig, LayerConfig, LayerRule, provenance_of, save_checkpoint, set_provenance
 from binarize import convert as convert_model
 from binarize._files import check_output
-from binarize.provenance import input_shape
 from binarize.config import ACTIVATION_POLICIES
 from binarize.cli._common import (
     ARCH_OPTION,
@@ -32,6 +31,7 @@ from binarize.cli._common import (
 from binarize.conversion import ConversionReport
 from binarize.estimators import names as estimator_names
 from binarize.nn.scaling import scaling_names
+from binarize.provenance import input_shape
 
 
 @handles_errors

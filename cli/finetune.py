@@ -11,7 +11,6 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from binarize import provenance_of
 from binarize.cli._common import (
     ARCH_OPTION,
     FORCE_OPTION,
@@ -24,6 +23,7 @@ from binarize.cli._common import (
     load_source,
     one_of,
 )
+from binarize import provenance_of
 from binarize._files import check_output
 from binarize.config import ACTIVATION_POLICIES
 from binarize.data.splits import spec_names

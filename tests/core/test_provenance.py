@@ -14,7 +14,13 @@ import torch.distributed as dist
 from torch import nn
 
 import binarize
-from binarize import BinarizeConfig, LayerConfig, Provenance, provenance_of, set_provenance
+from binarize import (
+    BinarizeConfig,
+    LayerConfig,
+    Provenance,
+    provenance_of,
+    set_provenance,
+)
 from binarize.checkpoint import model_record
 from binarize.conversion.pipeline import layer_config
 from binarize.nn import BinaryConv2d
