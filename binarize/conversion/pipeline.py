@@ -54,7 +54,7 @@ def convert(
         ...                                   torch.nn.Conv2d(32, 8, 3))
         >>> binary = binarize.convert(float_model, example_inputs=(torch.randn(1, 3, 16, 16),))
         >>> [row.reason for row in binarize.provenance_of(binary).report.rows]
-        ['first layer', 'binarized', 'last layer']
+        ['kept: first layer', 'binarized', 'kept: last layer']
     """
     config = config or BinarizeConfig()
     origin = provenance_of(model)
