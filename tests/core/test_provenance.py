@@ -103,6 +103,7 @@ def test_record_survives_deepcopy_freeze_and_checkpoint_round_trip(tmp_path):
     torch.testing.assert_close(frozen(x), converted(x))
 
 
+@pytest.mark.skipif(not dist.is_available(), reason="torch built without torch.distributed")
 def test_record_is_the_wrapped_modules_under_data_parallel_and_ddp(tmp_path):
     converted = _converted()
     assert provenance_of(nn.DataParallel(converted)) == provenance_of(converted)
