@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 import torchvision
 import binarize
+from binarize import provenance_of
 
 
 def input_size(name: str) -> int:
@@ -57,7 +58,7 @@ def check(name: str, directory: Path) -> dict:
     return result.to_dict() | {
         "model": name,
         "ok": result.passed,
-        "binarized": binary.binarize_report.binarized_layers,
+        "binarized": provenance_of(binary).report.binarized_layers,
         "seconds": round(time.perf_counter() - start, 1),
     }
 

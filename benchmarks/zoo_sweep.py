@@ -25,6 +25,7 @@ from torch.nn import functional as F
 import binarize
 from binarize.conversion.signs import informative_fraction
 from binarize.nn import BinaryLayer
+from binarize import provenance_of
 
 STEPS = 3
 
@@ -38,7 +39,7 @@ def check(model: nn.Module, x: torch.Tensor) -> dict:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         binary = binarize.convert(model, example_inputs=(x,))
-    report = binary.binarize_report
+    report = provenance_of(binary).report
     row.update(mode=report.mode, binarized=report.binarized_layers, layers=len(report.rows))
     row["rewrites"] = len(report.activation_rewrites)
     row["min_informative"] = min((informative_fraction(p) for p in report.input_signs.values()), default=None)

@@ -99,7 +99,7 @@ def run_demo(
     from binarize.analysis.summary import summarize
     from binarize import convert
     from binarize.data import get_datasets
-    from binarize.sources import load_model
+    from binarize.loading import load_model
 
     if threads:
         torch.set_num_threads(threads)

@@ -1,7 +1,12 @@
-"""Where float models come from: torchvision names, the binarize zoo, files.
+"""Where float models come from: torchvision names, the binarize zoo, timm, files.
 
-Loading never runs code from a file unless the caller trusts it. State dicts, safetensors and
-binarize checkpoints load without unpickling anything (``torch.load(weights_only=True)``).
+Each float model gets a `binarize.provenance.Provenance` saying how to build it again (its
+``source``) and its default input shape. Binarize checkpoints are not read here:
+`binarize.loading` dispatches over every kind of file and rebuilds checkpoints from the
+pieces of this module.
+
+Loading never runs code from a file unless the caller trusts it. State dicts and safetensors
+load without unpickling anything (``torch.load(weights_only=True)``).
 Two kinds of file need ``trust=True`` (``--trust``) because reading them unpickles:
 
 - a whole module written by ``torch.save(model)``;
@@ -30,59 +35,24 @@ from torch import nn
 
 from binarize._registry import did_you_mean
 from binarize.errors import ModelSourceError, UnsafeSourceError, first_line
+from binarize.provenance import Provenance, provenance_of, set_provenance
 
 #: Prefixes of sources that name an architecture (built with random weights unless --weights is given).
 ARCHITECTURE_PREFIXES = ("torchvision:", "binarize:", "timm:")
 
-#: Default example input shape per source kind (a checkpoint records the one used).
+#: The example input shape of torchvision's classification models.
 IMAGENET_SHAPE = (1, 3, 224, 224)
 
 
-def load_model(
-    source: str | Path,
-    *,
-    weights: str | Path | None = None,
-    arch: str | None = None,
-    trust: bool = False,
-) -> nn.Module:
-    """Loads a float (or already converted) model.
-
-    ``source`` is ``torchvision:NAME``, ``binarize:NAME`` (the `binarize.models` zoo),
-    ``timm:NAME`` (needs the ``timm`` extra; built untrained, never downloaded), a
-    binarize checkpoint, a state-dict file (``.pt``/``.pth``/``.safetensors``, needs
-    ``arch``), a ``torch.export`` archive (``.pt2``) or a file written by
-    ``torch.save(model)`` (both need ``trust=True``: reading them unpickles, which runs code
-    from the file).
-    ``weights`` is a state-dict file loaded into an architecture given by name.
-
-    The model gets a ``binarize_source`` attribute recording how to rebuild it.
-    """
-    text = str(source)
-    if text.startswith(ARCHITECTURE_PREFIXES):
-        model = build_architecture(text)
-        if weights is not None:
-            load_state_dict_file(model, Path(weights))
-        return model
-    path = Path(text)
-    if not path.exists():
-        raise ModelSourceError(
-            f"model source {text!r} not found",
-            "give an existing file, torchvision:NAME (e.g. torchvision:resnet18) or binarize:NAME",
-        )
-    if path.suffix == ".pt2":
-        return _load_exported(path, trust=trust)
-    if path.suffix == ".safetensors":
-        return _with_arch(arch, path, _read_safetensors(path))
-    payload = read_torch_file(path, trust=trust)
+def float_model_from_payload(payload: Any, path: Path, arch: str | None) -> nn.Module:
+    """The float model in ``payload``, read from the ``torch.save`` file ``path`` (not a
+    checkpoint): a whole pickled module (read only with trust, see `read_torch_file`) or a state
+    dict loaded into the architecture ``arch``."""
     if isinstance(payload, nn.Module):
-        payload.binarize_source = {"kind": "pickle", "archive": _file_bytes(path)}
-        return payload
-    from binarize.checkpoint import is_checkpoint, model_from_payload
-
-    if is_checkpoint(payload):
-        return model_from_payload(payload, path, trust=trust)
+        source = {"kind": "pickle", "archive": _file_bytes(path)}
+        return set_provenance(payload, provenance_of(payload).replace(source=source))
     if _is_state_dict(payload):
-        return _with_arch(arch, path, payload)
+        return model_with_state(arch, path, payload)
     raise ModelSourceError(
         f"{path} holds a {type(payload).__name__}, not a model or a state dict",
         "save the model's state_dict() (and pass --arch) or a binarize checkpoint",
@@ -102,7 +72,8 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
                 f"unknown torchvision classification model {model_name!r}",
                 f"{hint}see torchvision.models.list_models()",
             )
-        model = torchvision.models.get_model(model_name, weights=None, **kwargs)
+        model = set_provenance(torchvision.models.get_model(model_name, weights=None, **kwargs),
+                               Provenance(input_shape=IMAGENET_SHAPE))
     elif kind == "binarize":
         from binarize import models
 
@@ -115,21 +86,22 @@ def build_architecture(name: str, **kwargs: Any) -> nn.Module:
         raise ModelSourceError(
             f"unknown architecture {name!r}", "use torchvision:NAME, binarize:NAME or timm:NAME"
         )
-    model.binarize_source = {"kind": kind, "name": model_name, "kwargs": dict(kwargs)}
-    return model
+    source = {"kind": kind, "name": model_name, "kwargs": dict(kwargs)}
+    return set_provenance(model, provenance_of(model).replace(source=source))
 
 
 def load_state_dict_file(model: nn.Module, path: Path) -> None:
     """Loads a state-dict file into ``model``, with a one-line error on any mismatch."""
     if not path.exists():
         raise ModelSourceError(f"weights file {path} not found", "check the --weights path")
-    state = _read_safetensors(path) if path.suffix == ".safetensors" else read_torch_file(path, trust=False)
+    state = read_safetensors(path) if path.suffix == ".safetensors" else read_torch_file(path, trust=False)
     if not _is_state_dict(state):
         raise ModelSourceError(f"{path} is not a state dict", "save model.state_dict() to it")
     _load_state(model, path, state)
 
 
-def _with_arch(arch: str | None, path: Path, state: Mapping[str, torch.Tensor]) -> nn.Module:
+def model_with_state(arch: str | None, path: Path, state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """The architecture ``arch`` holding the state dict ``state`` read from ``path``."""
     if arch is None:
         raise ModelSourceError(
             f"{path} is a state dict, which has no architecture",
@@ -218,7 +190,8 @@ def _not_a_model_file(path: Path) -> ModelSourceError:
     )
 
 
-def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (one-line error for a damaged one)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -230,7 +203,8 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
         ) from None
 
 
-def _load_exported(path: Path, *, trust: bool) -> nn.Module:
+def load_exported(path: Path, *, trust: bool) -> nn.Module:
+    """The float module of a ``torch.export`` archive (needs ``trust``: reading it unpickles)."""
     if not trust:
         raise UnsafeSourceError(
             f"{path} is a torch.export archive: torch.export.load unpickles parts of it, which "
@@ -238,10 +212,8 @@ def _load_exported(path: Path, *, trust: bool) -> nn.Module:
             TRUST_FIX,
         )
     program = _read_exported(path, str(path))
-    model = _module_of(program)
-    model.binarize_source = {"kind": "pt2", "archive": _file_bytes(path)}
-    model.binarize_input_shape = _exported_input_shape(program)
-    return model
+    origin = Provenance(source={"kind": "pt2", "archive": _file_bytes(path)}, input_shape=_exported_input_shape(program))
+    return set_provenance(_module_of(program), origin)
 
 
 def module_from_archive(source: Mapping[str, Any], *, trust: bool) -> nn.Module:
@@ -261,8 +233,7 @@ def module_from_archive(source: Mapping[str, Any], *, trust: bool) -> nn.Module:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             model = torch.load(data, map_location="cpu", weights_only=False)
-    model.binarize_source = dict(source)
-    return model
+    return set_provenance(model, provenance_of(model).replace(source=dict(source)))
 
 
 def _read_exported(file: str | io.BytesIO, name: str) -> Any:

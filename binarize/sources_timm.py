@@ -12,6 +12,7 @@ from torch import nn
 
 from binarize._registry import did_you_mean
 from binarize.errors import ModelSourceError
+from binarize.provenance import Provenance, set_provenance
 
 INSTALL = "pip install 'binarize[timm]'"
 
@@ -28,5 +29,5 @@ def build_timm(name: str, **kwargs: Any) -> nn.Module:
     model = timm.create_model(name, pretrained=False, **kwargs)
     size = (getattr(model, "pretrained_cfg", None) or {}).get("input_size")
     if size:
-        model.binarize_input_shape = (1, *size)
+        set_provenance(model, Provenance(input_shape=(1, *size)))
     return model

@@ -9,9 +9,9 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, save_checkpoint
+from binarize import BinarizeConfig, LayerConfig, LayerRule, provenance_of, save_checkpoint, set_provenance
+from binarize import convert as convert_model
 from binarize._files import check_output
-from binarize.checkpoint import input_shape
 from binarize.config import ACTIVATION_POLICIES
 from binarize.cli._common import (
     ARCH_OPTION,
@@ -31,6 +31,7 @@ from binarize.cli._common import (
 from binarize.conversion import ConversionReport
 from binarize.estimators import names as estimator_names
 from binarize.nn.scaling import scaling_names
+from binarize.provenance import input_shape
 
 
 @handles_errors
@@ -87,15 +88,17 @@ def convert(
     check_output(out, force=force)
     model = load_source(source, weights=weights, arch=arch, trust=trust)
     if shape is not None:
-        model.binarize_input_shape = parse_shape(shape)
-        check_input_shape(model, model.binarize_input_shape, source)  # it is recorded: it must fit
+        dims = parse_shape(shape)
+        check_input_shape(model, dims, source)  # it is recorded: it must fit
+        set_provenance(model, provenance_of(model).replace(input_shape=dims))
     recorded = input_shape(model)
     example = None if recorded is None else (torch.randn(recorded),)
     with warnings.catch_warnings():  # the report lists convert's warnings (and --json carries them)
         warnings.simplefilter("ignore")
         binary = convert_model(model, config, example_inputs=example)
     save_checkpoint(binary, out, force=force)
-    report: ConversionReport = binary.binarize_report
+    report = provenance_of(binary).report
+    assert report is not None, "convert records its report"
     if as_json:
         emit_json(report.to_dict() | {"output": str(out), "config": config.to_dict()})
         return

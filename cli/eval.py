@@ -8,7 +8,7 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize.checkpoint import input_shape
+from binarize.provenance import input_shape
 from binarize.cli._common import (
     JSON_OPTION,
     TRUST_OPTION,

@@ -12,7 +12,7 @@ from rich.table import Table
 
 from binarize import export_onnx
 from binarize._files import check_output
-from binarize.checkpoint import input_shape
+from binarize.provenance import input_shape
 from binarize.cli._common import (
     ARCH_OPTION,
     FORCE_OPTION,

@@ -23,6 +23,7 @@ from binarize.cli._common import (
     load_source,
     one_of,
 )
+from binarize import provenance_of
 from binarize._files import check_output
 from binarize.config import ACTIVATION_POLICIES
 from binarize.data import spec_names
@@ -112,13 +113,13 @@ def finetune(
     if distill is False:
         config = config.replace(distill_weight=0.0)
     data_spec = data or (loaded.data if loaded and loaded.data else "digits")
-    shape = getattr(binary, "binarize_input_shape", None) or getattr(binary, "input_shape", None)
+    shape = provenance_of(binary).input_shape
     splits = get_datasets(data_spec, image_size=shape[-1] if shape else None)
     check_fits(binary, splits)
     if main_process and not json_output:
         if teacher_note:
             console.print(teacher_note)
-        console.print(f"finetune {(getattr(binary, 'binarize_source', None) or {}).get('name', '')} on {splits.name}: "
+        console.print(f"finetune {(provenance_of(binary).source or {}).get('name', '')} on {splits.name}: "
                       f"{len(splits.train)} train / {len(splits.test)} test, output {run_dir}")
     try:
         result = run_finetune(binary, splits.train, config=config, teacher=teacher_model, eval_data=splits.test,
@@ -148,7 +149,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
     from binarize.config import BinarizeConfig
     from binarize import convert
     from binarize.nn.layers import BinaryLayer
-    from binarize.sources import load_model
+    from binarize import load_model
     from binarize.train.distill import teacher_from_converted
 
     model = load_source(source, weights=weights, arch=arch, trust=trust)
@@ -239,7 +240,7 @@ def _config_fields(config: Any) -> dict[str, Any]:
 
 
 def _model_from_checkpoint(payload: dict[str, Any], trust: bool) -> Any:
-    from binarize.checkpoint import model_from_record
+    from binarize.loading import model_from_record
 
     return model_from_record(payload["model"], trust=trust)
 

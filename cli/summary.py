@@ -10,7 +10,7 @@ from rich.table import Table
 
 from binarize import summarize
 from binarize.analysis.summary import ModelSummary
-from binarize.checkpoint import input_shape
+from binarize.provenance import input_shape
 from binarize.cli._common import (
     ARCH_OPTION,
     JSON_OPTION,

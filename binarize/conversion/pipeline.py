@@ -20,6 +20,10 @@ from binarize.conversion.swap import build_binary, resolved, set_submodule
 from binarize.conversion.tracer import called_modules_in_order, trace
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
+from binarize.nn.layers import BinaryLayer
+from binarize.nn.scaling import scaling_name
+from binarize.nn.transforms import create_transform, transform_names
+from binarize.provenance import Provenance, provenance_of, set_provenance
 
 
 def convert(
@@ -41,28 +45,35 @@ def convert(
     eval forward of ``example_inputs`` (or of random input of the model's recorded shape)
     measures the sign of every binary layer's input; a constant sign is reported with its fix.
 
-    The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
-    ``binarize_plan`` (the resolved decisions a checkpoint replays) and ``binarize_source``
-    (where the float model came from, None if unknown) as attributes.
+    The result's `binarize.provenance_of` record holds the float model's source and input
+    shape, ``config`` and the `ConversionReport` (``report``).
+
+    Example:
+        >>> import binarize, torch
+        >>> float_model = torch.nn.Sequential(torch.nn.Conv2d(3, 32, 3), torch.nn.Conv2d(32, 32, 3),
+        ...                                   torch.nn.Conv2d(32, 8, 3))
+        >>> binary = binarize.convert(float_model, example_inputs=(torch.randn(1, 3, 16, 16),))
+        >>> [row.reason for row in binarize.provenance_of(binary).report.rows]
+        ['kept: first layer', 'binarized', 'kept: last layer']
     """
     config = config or BinarizeConfig()
-    converted, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
-    decisions = plan(converted, config, order, called)
-    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
-    example = _example_inputs(binary, example_inputs)
-    if example is None:
-        return binary
-    signs = _input_signs(binary, example)
-    constant = [name for name, fraction in (signs or {}).items() if informative_fraction(fraction) == 0.0]
-    if constant and config.activation_policy != "keep":
-        # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
-        # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
-        decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
-        converted = _structure(_working_copy(model), config, example_inputs)[0]
-        binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
-        signs = _input_signs(binary, example)
-    _report_signs(binary, signs, constant)
-    return binary
+    origin = provenance_of(model)
+    binary, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
+    decisions = plan(binary, config, order, called)
+    report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes))
+    example = _example_inputs(origin, example_inputs)
+    if example is not None:
+        signs, report = _input_signs(binary, example, report)
+        constant = [name for name, fraction in (signs or {}).items() if informative_fraction(fraction) == 0.0]
+        if constant and config.activation_policy != "keep":
+            # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
+            # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
+            decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
+            binary = _structure(_working_copy(model), config, example_inputs)[0]
+            report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes))
+            signs, report = _input_signs(binary, example, report)
+        report = _report_signs(report, signs, constant)
+    return set_provenance(binary, origin.replace(config=config, report=report))
 
 
 def rebuild(
@@ -72,8 +83,8 @@ def rebuild(
     work = copy_model(model)
     if mode == "fx":
         work = trace(work)
-    _carry_attributes(model, work)
-    return apply_plan(work, config, plan_from_records(records), mode=mode)
+    report = apply_plan(work, config, plan_from_records(records), mode=mode)
+    return set_provenance(work, provenance_of(model).replace(config=config, report=report))
 
 
 def plan(
@@ -105,9 +116,9 @@ def apply_plan(
     *,
     mode: str,
     warnings_: Sequence[str] = (),
-) -> nn.Module:
-    """Swaps in the binary layers ``decisions`` select (in place) and attaches the report."""
-    rows, plan_records = [], []
+) -> ConversionReport:
+    """Swaps in the binary layers ``decisions`` select (in place); returns the report."""
+    rows = []
     by_estimator: dict[str, list[str]] = {}
     layers = [(d.fqn, type(model.get_submodule(d.fqn))) for d in decisions]
     unmatched = [r.pattern for r in config.rules if not any(r.matches(fqn, kind) for fqn, kind in layers)]
@@ -117,9 +128,6 @@ def apply_plan(
     for decision in decisions:
         module = model.get_submodule(decision.fqn)
         layer = resolved(decision.layer) if decision.layer is not None else None
-        plan_records.append(
-            {"fqn": decision.fqn, "layer": None if layer is None else layer.to_dict(), "reason": decision.reason}
-        )
         if layer is not None:
             set_submodule(model, decision.fqn, build_binary(module, layer))
             for name in {layer.weight_estimator, layer.input_estimator} - {None}:
@@ -134,13 +142,7 @@ def apply_plan(
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    model.binarize_report = ConversionReport(
-        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites)
-    )
-    model.binarize_config = config
-    model.binarize_plan = plan_records
-    model.binarize_source = getattr(model, "binarize_source", None)  # None: a model binarize cannot name
-    return model
+    return ConversionReport(tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites))
 
 
 def _apply_activation_policy(
@@ -171,31 +173,27 @@ def _apply_activation_policy(
 def _working_copy(model: nn.Module) -> nn.Module:
     work = copy_model(model)
     work.train(model.training)
-    _carry_attributes(model, work)
     return work
 
 
 def _example_inputs(
-    model: nn.Module, example_inputs: Sequence[torch.Tensor] | None
+    origin: Provenance, example_inputs: Sequence[torch.Tensor] | None
 ) -> Sequence[torch.Tensor] | None:
     """The given example inputs, else random ones of the model's recorded input shape."""
     if example_inputs is not None:
         return example_inputs
-    from binarize.checkpoint import input_shape
-
-    shape = input_shape(model)
-    return None if shape is None else (torch.randn(shape),)
+    return None if origin.input_shape is None else (torch.randn(origin.input_shape),)
 
 
-def _input_signs(model: nn.Module, example: Sequence[torch.Tensor]) -> dict[str, float] | None:
-    """Fractions of −1 signs per binary input, or None (noted) when the example fails."""
+def _input_signs(
+    model: nn.Module, example: Sequence[torch.Tensor], report: ConversionReport
+) -> tuple[dict[str, float] | None, ConversionReport]:
+    """Fractions of −1 signs per binary input, or None (noted in the report) when the example fails."""
     try:
-        return negative_sign_fractions(model, example)
+        return negative_sign_fractions(model, example), report
     except Exception as exc:  # a wrong example input must not stop conversion, only the check
-        report: ConversionReport = model.binarize_report
         note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
-        model.binarize_report = dataclasses.replace(report, warnings=(*report.warnings, note))
-        return None
+        return None, dataclasses.replace(report, warnings=(*report.warnings, note))
 
 
 def _float_inputs(decision: Decision) -> Decision:
@@ -204,9 +202,8 @@ def _float_inputs(decision: Decision) -> Decision:
     return Decision(decision.fqn, layer, "binarized, inputs float: one input sign on the example input")
 
 
-def _report_signs(model: nn.Module, signs: dict[str, float] | None, constant: list[str]) -> None:
-    """Records the measured signs and says which layers saw a constant sign, and the fix."""
-    report: ConversionReport = model.binarize_report
+def _report_signs(report: ConversionReport, signs: dict[str, float] | None, constant: list[str]) -> ConversionReport:
+    """The report with the measured signs, saying which layers saw a constant sign, and the fix."""
     notes = list(report.warnings)
     if constant and report.activation_policy == "keep":
         notes.append(
@@ -218,15 +215,52 @@ def _report_signs(model: nn.Module, signs: dict[str, float] | None, constant: li
             f"{len(constant)} binary layer(s) saw one input sign on the example input (e.g. {constant[0]}) "
             "that the activation policy could not rewrite: their inputs are kept float (W1A32)"
         )
-    model.binarize_report = dataclasses.replace(report, warnings=tuple(notes), input_signs=signs or {})
+    return dataclasses.replace(report, warnings=tuple(notes), input_signs=signs or {})
 
 
 def plan_from_records(records: Sequence[Mapping[str, Any]]) -> list[Decision]:
-    """Decisions saved in a checkpoint (``binarize_plan``), replayed exactly on reload."""
+    """Decisions saved in a checkpoint (`plan_records`), replayed exactly on reload."""
     return [
         Decision(r["fqn"], None if r["layer"] is None else LayerConfig.from_dict(r["layer"]), r["reason"])
         for r in records
     ]
+
+
+def plan_records(model: nn.Module) -> list[dict[str, Any]] | None:
+    """The plan a checkpoint saves, as plain data, read off the converted model itself: one
+    record per row of its conversion report (the fqn and the reason) with the configuration of
+    the binary layer now at that fqn (None: float). None for a model `convert` did not make."""
+    report = provenance_of(model).report
+    if report is None:
+        return None
+    layers = {name: m for name, m in model.named_modules() if isinstance(m, BinaryLayer)}
+    return [
+        {
+            "fqn": row.fqn,
+            "layer": layer_config(layers[row.fqn]).to_dict() if row.fqn in layers else None,
+            "reason": row.reason,
+        }
+        for row in report.rows
+    ]
+
+
+def layer_config(layer: BinaryLayer) -> LayerConfig:
+    """The resolved `LayerConfig` that builds ``layer`` again (`build_binary` inverted)."""
+    inputs = layer.input_estimator
+    return LayerConfig(
+        weight_estimator=layer.weight_estimator.name,
+        weight_estimator_args=layer.weight_estimator.hparams(),
+        input_estimator=None if inputs is None else inputs.name,
+        input_estimator_args={} if inputs is None else inputs.hparams(),
+        scaling=scaling_name(layer.scaling),
+        weight_transform=_transform_name(layer.weight_transform),
+    )
+
+
+def _transform_name(transform: nn.Module | None) -> str:
+    if transform is None:
+        return "none"
+    return next(name for name in transform_names() if type(create_transform(name)) is type(transform))
 
 
 def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) -> LayerRow:
@@ -262,15 +296,7 @@ def _structure(
         order, called = _order_without_graph(work, example_inputs)
         return work, order, called, "fallback", [note]
     gm.train(work.training)
-    _carry_attributes(work, gm)
     return gm, called_modules_in_order(gm), set(called_modules_in_order(gm)), "fx", []
-
-
-def _carry_attributes(source: nn.Module, target: nn.Module) -> None:
-    """Copies what binarize records on a model; a GraphModule's deepcopy or retrace drops it."""
-    for attribute in ("binarize_source", "binarize_input_shape", "input_shape"):
-        if hasattr(source, attribute):
-            setattr(target, attribute, getattr(source, attribute))
 
 
 def _order_without_graph(
@@ -305,4 +331,4 @@ def _order_without_graph(
     return order, set(order)
 
 
-__all__ = ["apply_plan", "convert", "plan", "plan_from_records"]
+__all__ = ["apply_plan", "convert", "layer_config", "plan", "plan_from_records", "plan_records", "rebuild"]

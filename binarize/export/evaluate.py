@@ -67,7 +67,7 @@ class TorchFile(DeployedModel):
         return _logits(self.model(x))
 
     def example_shape(self) -> tuple[int, ...] | None:
-        from binarize.checkpoint import input_shape
+        from binarize.provenance import input_shape
 
         shape = input_shape(self.model)
         return None if shape is None else tuple(shape[1:])
@@ -185,7 +185,7 @@ def load_deployed(path: str | Path, *, trust: bool = False, int8_float_layers: b
         return OnnxFile(path)
     if path.suffix == ".bnz":
         return PackedFile(path, int8_float_layers=int8_float_layers)
-    from binarize.sources import load_model
+    from binarize.loading import load_model
 
     return TorchFile(path, load_model(path, trust=trust))
 

@@ -143,13 +143,9 @@ def freeze(model: nn.Module) -> nn.Module:
     Each binary layer holds its ±1 weights and per-channel scale as plain tensors and computes
     with standard operations only; stochastic estimators become deterministic (sign, with
     sign(0) = +1). The output equals ``model.eval()``'s up to float rounding. ``model`` itself
-    is not changed. Attributes such as ``binarize_source`` are carried over by the copy.
+    is not changed. Its `binarize.provenance_of` record goes with the copy.
     """
     frozen = copy.deepcopy(model)
-    # GraphModule's deepcopy drops instance attributes; binarize's metadata must survive.
-    for name, value in vars(model).items():
-        if name.startswith("binarize_"):
-            setattr(frozen, name, copy.deepcopy(value))
     frozen.eval()
     binary = [(name, module) for name, module in frozen.named_modules() if isinstance(module, BinaryLayer)]
     for name, layer in binary:

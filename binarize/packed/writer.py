@@ -41,6 +41,7 @@ from binarize.packed.format import (
     VERSION_KEY,
     tensor_checksum,
 )
+from binarize.provenance import input_shape, provenance_of
 
 _ENTER, _EXIT = "binarize_marker_in", "binarize_marker_out"
 #: ONNX Pad modes for the non-zero padding modes of torch convolutions (circular needs opset 19).
@@ -69,8 +70,6 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
     ``check`` the written file is loaded back by the packed runtime and its output compared with
     the frozen model's (a `ConversionError` on disagreement; nothing is left behind).
     """
-    from binarize.checkpoint import input_shape
-
     path = Path(path)
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", "pass --force (force=True) to overwrite it")
@@ -87,7 +86,7 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
         graph = _export_marked(frozen, example_inputs)
     except OutputError as exc:  # the intermediate ONNX lives in a temporary folder: name the user's file too
         raise OutputError(f"cannot write {path}: {exc.what}", exc.fix) from None
-    config = getattr(model, "binarize_config", None)
+    config = provenance_of(model).config
     recorded = {
         **dict(metadata or {}),
         FORMAT_KEY: FORMAT_NAME, VERSION_KEY: str(FORMAT_VERSION),

@@ -14,6 +14,7 @@ from binarize import convert, load_checkpoint, save_checkpoint
 from binarize.cli.main import app
 from binarize.data import get_datasets
 from binarize.models import create
+from binarize import Provenance, set_provenance
 
 runner = CliRunner()
 
@@ -28,7 +29,7 @@ def checkpoint(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("models") / "digits.pt"
     model = create("digits_cnn").eval()
-    model.binarize_source = {"kind": "binarize", "name": "digits_cnn", "kwargs": {}}
+    set_provenance(model, Provenance(source={"kind": "binarize", "name": "digits_cnn", "kwargs": {}}))
     save_checkpoint(convert(model, example_inputs=(torch.randn(1, 1, 8, 8),)), path)
     return path
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from binarize.checkpoint import load_checkpoint
+from binarize.loading import load_checkpoint
 from binarize.cli.main import app
 from binarize.nn.layers import BinaryLayer
 

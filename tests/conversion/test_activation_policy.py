@@ -8,9 +8,11 @@ from torchvision.models.resnet import BasicBlock
 
 import binarize
 from binarize import BinarizeConfig, load_checkpoint, save_checkpoint
-from binarize.checkpoint import model_from_record, model_record
+from binarize.checkpoint import model_record
+from binarize.loading import model_from_record
 from binarize.conversion.copying import copy_model
 from binarize.errors import ConfigError
+from binarize import Provenance, provenance_of, set_provenance
 
 
 def residual_net() -> nn.Module:
@@ -67,7 +69,7 @@ def test_bypass_feeds_binary_convs_the_pre_activation_and_shortcuts_the_relu_out
     assert node(converted, "4.conv1").args[0] is add
     relu_of_block3 = next(a for a in second_add.args if a.op == "call_module" and a.target == "3.relu")
     assert relu_of_block3.args[0] is add
-    report = converted.binarize_report
+    report = provenance_of(converted).report
     assert report.activation_policy == "bypass" and len(report.activation_rewrites) == 4
     # numbers: the binary conv gets exactly the BatchNorm output, negatives intact (the
     # in-place ReLU was made out-of-place so it cannot clobber them)
@@ -125,12 +127,12 @@ def test_bypass_looks_through_pooling_and_squeeze_excitation_gates():
     assert node(converted, "body").args[0].args[0] is node(converted, "stem")
     project_input = node(converted, "project").args[0]
     assert node(converted, "body") in project_input.args  # x · gate with x before its ReLU
-    assert all(0.05 < p < 0.95 for p in converted.binarize_report.input_signs.values())
+    assert all(0.05 < p < 0.95 for p in provenance_of(converted).report.input_signs.values())
 
 
 def test_keep_warns_and_the_sign_check_names_the_fix():
     x = torch.randn(2, 3, 8, 8)
-    report = binarize.convert(residual_net(), BinarizeConfig(activation_policy="keep"), example_inputs=(x,)).binarize_report
+    report = provenance_of(binarize.convert(residual_net(), BinarizeConfig(activation_policy="keep"), example_inputs=(x,))).report
     assert report.activation_rewrites == ()
     assert all(p == 0.0 for p in report.input_signs.values()) and len(report.input_signs) == 4
     assert any("4 binary layer(s) see one input sign" in w and "--activation-policy bypass" in w for w in report.warnings)
@@ -147,7 +149,7 @@ def test_activation_policy_round_trips_and_is_validated():
 def test_checkpoints_replay_the_policy_and_old_ones_replay_without_rewrite(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     model = residual_net()
-    model.binarize_input_shape = (2, 3, 8, 8)
+    set_provenance(model, Provenance(input_shape=(2, 3, 8, 8)))
     for policy in ("bypass", "hardtanh"):
         converted = binarize.convert(model, BinarizeConfig(activation_policy=policy)).eval()
         path = save_checkpoint(converted, tmp_path / f"{policy}.pt")
@@ -158,7 +160,7 @@ def test_checkpoints_replay_the_policy_and_old_ones_replay_without_rewrite(tmp_p
     del record["config"]["activation_policy"]
     record["source"] = {"kind": "python"}
     rebuilt = model_from_record(record, model=model).eval()
-    assert rebuilt.binarize_report.activation_rewrites == ()
+    assert provenance_of(rebuilt).report.activation_rewrites == ()
     assert torch.equal(rebuilt(x), old(x))
 
 
@@ -184,7 +186,7 @@ def test_models_holding_non_leaf_tensors_convert():
     assert model.cache["cpu"].grad_fn is not None  # the original is untouched
     x = torch.randn(2, 3, 8, 8)
     converted = binarize.convert(model, example_inputs=(x,))
-    assert converted(x).shape == (2, 2) and converted.binarize_report.binarized_layers == 1
+    assert converted(x).shape == (2, 2) and provenance_of(converted).report.binarized_layers == 1
 
 
 def test_bypass_concatenates_the_branches_pre_activations_once():
@@ -209,8 +211,8 @@ def test_bypass_concatenates_the_branches_pre_activations_once():
     a_input, b_input = node(converted, "a").args[0], node(converted, "b").args[0]
     assert a_input is b_input and a_input.target is torch.cat
     assert list(a_input.args[0]) == [node(converted, "left"), node(converted, "right")]
-    assert all(0.2 < p < 0.8 for p in converted.binarize_report.input_signs.values())
+    assert all(0.2 < p < 0.8 for p in provenance_of(converted).report.input_signs.values())
     for policy in ("keep", "hardtanh"):
         converted = binarize.convert(Branches(), BinarizeConfig(activation_policy=policy), example_inputs=(x,))
-        signs = [converted.binarize_report.input_signs[name] for name in ("a", "b")]
+        signs = [provenance_of(converted).report.input_signs[name] for name in ("a", "b")]
         assert all(p == 0.0 for p in signs) if policy == "keep" else all(0.2 < p < 0.8 for p in signs)

@@ -11,6 +11,7 @@ import binarize
 from binarize import BinarizeConfig, LayerConfig, LayerRule
 from binarize.errors import ConfigError, ConversionError
 from binarize.nn import BinaryConv2d, BinaryLayer, BinaryLinear
+from binarize import provenance_of
 
 
 class Small(nn.Module):
@@ -35,7 +36,7 @@ class Untraceable(Small):
 
 
 def decisions(model):
-    return {row.fqn: row.reason for row in model.binarize_report.rows}
+    return {row.fqn: row.reason for row in provenance_of(model).report.rows}
 
 
 def test_default_policy_keeps_first_last_depthwise():
@@ -101,7 +102,7 @@ def test_fallback_swaps_by_name_with_warning_and_strict_refuses():
     x = torch.randn(2, 3, 8, 8)
     with pytest.warns(UserWarning, match="tracing failed"):
         converted = binarize.convert(Untraceable(), example_inputs=(x,))
-    assert converted.binarize_report.mode == "fallback"
+    assert provenance_of(converted).report.mode == "fallback"
     assert isinstance(converted.body, BinaryConv2d) and type(converted.stem) is nn.Conv2d
     assert converted(x).shape == (2, 10)
     with pytest.raises(ConversionError, match="cannot trace Untraceable"):
@@ -112,7 +113,7 @@ def test_relu_fed_binary_inputs_are_reported_under_keep():
     model = nn.Sequential(nn.Conv2d(3, 16, 3), nn.ReLU(), nn.Conv2d(16, 16, 3), nn.Flatten(), nn.LazyLinear(2))
     model(torch.randn(1, 3, 8, 8))
     config = BinarizeConfig(activation_policy="keep")
-    report = binarize.convert(model, config, example_inputs=(torch.randn(1, 3, 8, 8),)).binarize_report
+    report = provenance_of(binarize.convert(model, config, example_inputs=(torch.randn(1, 3, 8, 8),))).report
     assert any("ReLU-type output" in w and "bypass" in w for w in report.warnings)
     assert report.input_signs == {"2": 0.0}  # sign(ReLU(x)) is +1 everywhere
     assert any("one input sign" in w and "'2'" not in w for w in report.warnings)
@@ -149,7 +150,7 @@ def test_torchvision_model_converts_trains_and_infers(name):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             converted = binarize.convert(model, BinarizeConfig(layer=layer), example_inputs=(x,))
-        report = converted.binarize_report
+        report = provenance_of(converted).report
         assert report.binarized_layers > 0
         assert not report.rows[0].binarized and not report.rows[-1].binarized
         outputs, binary_layers = _train_step_grads(converted, x)
@@ -165,7 +166,7 @@ def test_torchvision_model_converts_trains_and_infers(name):
 
 def test_vit_attention_projections_are_reported_not_swapped():
     converted = binarize.convert(torchvision.models.vit_b_16())
-    rows = {row.fqn: row for row in converted.binarize_report.rows}
+    rows = {row.fqn: row for row in provenance_of(converted).report.rows}
     out_proj = rows["encoder.layers.encoder_layer_0.self_attention.out_proj"]
     assert not out_proj.binarized and "not called" in out_proj.reason
     assert isinstance(converted.get_submodule("encoder.layers.encoder_layer_0.mlp.0"), BinaryLinear)

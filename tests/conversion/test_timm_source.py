@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from binarize import load_checkpoint
 from binarize.errors import ModelSourceError
 from binarize.sources import build_architecture
+from binarize import provenance_of
 
 runner = CliRunner()
 
@@ -32,7 +33,7 @@ def test_timm_resnet18_converts_through_the_cli_with_weights(tmp_path):
     assert report["counts"]["binarized_layers"] == 19 and len(report["activation_rewrites"]) == 19
     assert all(0.0 < p < 1.0 for p in report["input_signs"].values())
     binary = load_checkpoint(out)  # replays timm:resnet18 and the plan
-    assert binary.binarize_source["kind"] == "timm"
+    assert provenance_of(binary).source["kind"] == "timm"
     assert torch.equal(binary.get_submodule("layer1.0.conv1").weight, model.layer1[0].conv1.weight)
     assert torch.equal(binary.get_submodule("fc").weight, model.fc.weight)
 

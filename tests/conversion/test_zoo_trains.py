@@ -9,6 +9,7 @@ from torch.nn import functional as F
 
 import binarize
 from binarize.nn import BinaryLayer
+from binarize import provenance_of
 
 REGNET_EXPLODES = pytest.mark.xfail(
     strict=True, reason="open: gradients grow ~1e8 through 22 binary grouped-conv blocks at random init"
@@ -29,7 +30,7 @@ def test_default_conversion_trains_three_steps_with_finite_loss(name):
     # batch 4: at 1x1 spatial size a train-mode BatchNorm over 2 values has a zero Jacobian
     x, target = torch.randn(4, 3, 32, 32), torch.tensor([3, 7, 1, 0])
     binary = binarize.convert(torchvision.models.get_model(name, weights=None), example_inputs=(x,))
-    report = binary.binarize_report
+    report = provenance_of(binary).report
     assert report.activation_rewrites, "every one of these feeds binary layers from ReLUs"
     assert all(0.0 < p < 1.0 for p in report.input_signs.values()), "no binary layer sees one sign"
     layers = [m for m in binary.modules() if isinstance(m, BinaryLayer)]

@@ -7,8 +7,10 @@ from torch import nn
 
 import binarize
 from binarize import BinarizeConfig, LayerConfig
-from binarize.checkpoint import load_checkpoint, save_checkpoint
+from binarize.checkpoint import save_checkpoint
+from binarize.loading import load_checkpoint
 from binarize.errors import ModelSourceError, OutputExistsError, UnsafeSourceError
+from binarize import provenance_of
 
 
 class Tiny(nn.Module):
@@ -28,7 +30,7 @@ def test_torchvision_name_and_weights_file(tmp_path):
     torch.save(reference.state_dict(), path)
     model = binarize.load_model("torchvision:resnet18", weights=path)
     assert torch.equal(model.fc.weight, reference.fc.weight)
-    assert model.binarize_source == {"kind": "torchvision", "name": "resnet18", "kwargs": {}}
+    assert provenance_of(model).source == {"kind": "torchvision", "name": "resnet18", "kwargs": {}}
 
 
 def test_unknown_torchvision_name_suggests():
@@ -74,7 +76,7 @@ def test_exported_program_converts_and_round_trips(tmp_path):
     x = torch.randn(2, 3, 8, 8)
     torch.testing.assert_close(loaded(x), model(x))
     converted = binarize.convert(loaded, BinarizeConfig(min_fan_in=0)).eval()
-    assert [row.fqn for row in converted.binarize_report.rows if row.binarized] == ["b"]
+    assert [row.fqn for row in provenance_of(converted).report.rows if row.binarized] == ["b"]
     save_checkpoint(converted, tmp_path / "tiny.binarized.pt")
     with pytest.raises(UnsafeSourceError, match="embeds"):
         load_checkpoint(tmp_path / "tiny.binarized.pt")
@@ -93,7 +95,7 @@ def test_checkpoint_rebuilds_converted_model_exactly_without_unpickling(tmp_path
     reloaded = load_checkpoint(path)
     x = torch.randn(1, 3, 64, 64)
     torch.testing.assert_close(reloaded.eval()(x), converted.eval()(x))
-    assert reloaded.binarize_report.to_dict()["counts"] == converted.binarize_report.to_dict()["counts"]
+    assert provenance_of(reloaded).report.to_dict()["counts"] == provenance_of(converted).report.to_dict()["counts"]
     with pytest.raises(OutputExistsError, match="--force"):
         save_checkpoint(converted, path)
 
@@ -113,6 +115,6 @@ def test_exported_program_keeps_its_input_shape_through_conversion(tmp_path):
     path = tmp_path / "tiny.pt2"
     torch.export.save(torch.export.export(Tiny().eval(), (torch.randn(2, 3, 8, 8),)), path)
     converted = binarize.convert(binarize.load_model(path, trust=True), BinarizeConfig(min_fan_in=0))
-    assert converted.binarize_input_shape == (2, 3, 8, 8)
+    assert provenance_of(converted).input_shape == (2, 3, 8, 8)
     save_checkpoint(converted, tmp_path / "t.pt")
-    assert load_checkpoint(tmp_path / "t.pt", trust=True).binarize_input_shape == (2, 3, 8, 8)
+    assert provenance_of(load_checkpoint(tmp_path / "t.pt", trust=True)).input_shape == (2, 3, 8, 8)

@@ -9,6 +9,7 @@ from torch import nn
 import reference_numpy as ref
 from binarize import BinarizeConfig, LayerConfig, convert
 from binarize.nn import BinaryConv2d, create_scaling, create_transform
+from binarize import provenance_of
 
 W = torch.tensor([[0.30, -0.10, 0.05, 0.20], [-0.02, 0.01, 0.04, -0.03]], dtype=torch.float64).reshape(2, 1, 2, 2)
 
@@ -48,10 +49,10 @@ def test_libra_pb_gradient_flows_through_mean_and_std() -> None:
 def test_irnet_turns_libra_pb_on_unless_the_user_chose() -> None:
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3), nn.Conv2d(8, 4, 3))
     default = convert(model, BinarizeConfig(layer=LayerConfig(weight_estimator="irnet", input_estimator="irnet")))
-    row = default.binarize_report.rows[1]
+    row = provenance_of(default).report.rows[1]
     assert (row.weight_transform, row.scaling) == ("libra_pb", "power_of_two")
     chosen = convert(model, BinarizeConfig(layer=LayerConfig(weight_estimator="irnet", weight_transform="none", scaling="channel_mean")))
-    row = chosen.binarize_report.rows[1]
+    row = provenance_of(chosen).report.rows[1]
     assert (row.weight_transform, row.scaling) == ("none", "channel_mean")
     reste = convert(model, BinarizeConfig(layer=LayerConfig(weight_estimator="reste")))
-    assert reste.binarize_report.rows[1].scaling == "tensor_mean"
+    assert provenance_of(reste).report.rows[1].scaling == "tensor_mean"

@@ -15,6 +15,7 @@ from binarize.export import (
 )
 from binarize.functional import sign
 from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from binarize import provenance_of
 
 CONV_SETTINGS = [
     dict(stride=1, padding=1, dilation=1, groups=1, bias=True, padding_mode="zeros"),
@@ -98,7 +99,7 @@ def test_frozen_converted_resnet_matches_and_has_no_estimators():
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(frozen(x), binary(x), rtol=1e-4, atol=1e-4)
-    assert frozen.binarize_source == binary.binarize_source
+    assert provenance_of(frozen).source == provenance_of(binary).source
 
 
 @pytest.mark.parametrize("name", estimators.names())

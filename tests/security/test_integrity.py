@@ -19,6 +19,7 @@ from binarize.errors import ConversionError, ModelSourceError
 from binarize.export.onnx import DIGEST_KEY, export_onnx, graph_digest
 from binarize.integrity import content_digest, seal
 from binarize.models import create
+from binarize import Provenance, set_provenance
 
 runner = CliRunner()
 #: Where in a data region bytes are flipped (fractions of its length): deterministic, spread out.
@@ -29,7 +30,7 @@ FRACTIONS = (0.0, 0.13, 0.29, 0.5, 0.71, 0.87, 0.999)
 def converted():
     torch.manual_seed(0)
     model = create("digits_cnn").eval()
-    model.binarize_source = {"kind": "binarize", "name": "digits_cnn", "kwargs": {}}
+    set_provenance(model, Provenance(source={"kind": "binarize", "name": "digits_cnn", "kwargs": {}}))
     return convert(model, example_inputs=(torch.randn(1, 1, 8, 8),)).eval()
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from binarize.checkpoint import load_checkpoint
+from binarize.loading import load_checkpoint
 
 SCRIPT = Path(__file__).with_name("finetune_script.py")
 ENV = os.environ | {"OMP_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
