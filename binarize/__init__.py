@@ -7,7 +7,33 @@ part, e.g. the packed runtime for deployment, does not import the others (torch,
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # what type checkers see: the same names, from the same modules as _EXPORTS
+    from binarize import estimators as estimators
+    from binarize.analysis.indicators import indicators as indicators
+    from binarize.analysis.summary import ModelSummary as ModelSummary, summarize as summarize
+    from binarize.checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+    from binarize.config import BinarizeConfig as BinarizeConfig, LayerConfig as LayerConfig, LayerRule as LayerRule
+    from binarize.conversion import ConversionReport as ConversionReport, convert as convert
+    from binarize.data import get_datasets as get_datasets
+    from binarize.errors import (
+        BinarizeError as BinarizeError,
+        ConfigError as ConfigError,
+        ConversionError as ConversionError,
+        DataError as DataError,
+        FormatError as FormatError,
+        ModelSourceError as ModelSourceError,
+        OutputExistsError as OutputExistsError,
+        UnsafeSourceError as UnsafeSourceError,
+    )
+    from binarize.export import freeze as freeze
+    from binarize.export.onnx import export_onnx as export_onnx
+    from binarize.nn import BinaryConv1d as BinaryConv1d, BinaryConv2d as BinaryConv2d, BinaryLinear as BinaryLinear
+    from binarize.packed import PackedModel as PackedModel, load_packed as load_packed, save_packed as save_packed
+    from binarize.progress import set_progress as set_progress
+    from binarize.sources import load_model as load_model
+    from binarize.train import FinetuneConfig as FinetuneConfig, evaluate as evaluate, finetune as finetune
 
 #: public name → module defining it
 _EXPORTS: dict[str, str] = {
@@ -25,7 +51,10 @@ _EXPORTS: dict[str, str] = {
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
     "set_progress": "binarize.progress",
-    "finetune": "binarize.train", "evaluate": "binarize.train", "FinetuneConfig": "binarize.train", "get_datasets": "binarize.data",
+    "finetune": "binarize.train",
+    "evaluate": "binarize.train",
+    "FinetuneConfig": "binarize.train",
+    "get_datasets": "binarize.data",
     "indicators": "binarize.analysis.indicators",
     "load_model": "binarize.sources",
     "save_checkpoint": "binarize.checkpoint",
@@ -42,7 +71,42 @@ _EXPORTS: dict[str, str] = {
     "BinaryLinear": "binarize.nn",
 }
 
-__all__ = sorted(_EXPORTS) + ["estimators"]
+#: the public names: every `_EXPORTS` key and the `estimators` subpackage (a test keeps them equal)
+__all__ = [
+    "BinarizeConfig",
+    "BinarizeError",
+    "BinaryConv1d",
+    "BinaryConv2d",
+    "BinaryLinear",
+    "ConfigError",
+    "ConversionError",
+    "ConversionReport",
+    "DataError",
+    "FinetuneConfig",
+    "FormatError",
+    "LayerConfig",
+    "LayerRule",
+    "ModelSourceError",
+    "ModelSummary",
+    "OutputExistsError",
+    "PackedModel",
+    "UnsafeSourceError",
+    "convert",
+    "estimators",
+    "evaluate",
+    "export_onnx",
+    "finetune",
+    "freeze",
+    "get_datasets",
+    "indicators",
+    "load_checkpoint",
+    "load_model",
+    "load_packed",
+    "save_checkpoint",
+    "save_packed",
+    "set_progress",
+    "summarize",
+]
 
 
 def __getattr__(name: str) -> Any:
