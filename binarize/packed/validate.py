@@ -86,7 +86,7 @@ def _check_header(model: Any) -> None:
         if opset.domain in domains:
             raise _bad(f"opset domain {opset.domain!r} imported twice")
         domains[opset.domain] = opset.version
-    for domain, version in domains.items():
+    for domain in domains:
         if domain not in ("", "ai.onnx", ops.DOMAIN):
             raise _bad(f"operator domain {domain[:40]!r} is not allowed (only the ONNX standard and {ops.DOMAIN!r})")
     default = domains.get("", domains.get("ai.onnx"))
