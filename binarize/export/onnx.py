@@ -191,7 +191,7 @@ def _export_with(
     path: Path,
     opset: int,
 ) -> None:
-    common = dict(input_names=names, output_names=[OUTPUT_NAME], opset_version=opset)
+    common = {"input_names": names, "output_names": [OUTPUT_NAME], "opset_version": opset}
     with warnings.catch_warnings(), _silenced_output():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
