@@ -14,16 +14,24 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
     from binarize.analysis.indicators import indicators as indicators
     from binarize.analysis.summary import ModelSummary as ModelSummary, summarize as summarize
     from binarize.checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
-    from binarize.config import BinarizeConfig as BinarizeConfig, LayerConfig as LayerConfig, LayerRule as LayerRule
+    from binarize.config import (
+        ACTIVATION_POLICIES as ACTIVATION_POLICIES,
+        BinarizeConfig as BinarizeConfig,
+        LayerConfig as LayerConfig,
+        LayerRule as LayerRule,
+    )
     from binarize.conversion import ConversionReport as ConversionReport, convert as convert
     from binarize.data import get_datasets as get_datasets
+    from binarize.demo import run_demo as run_demo
     from binarize.errors import (
         BinarizeError as BinarizeError,
         ConfigError as ConfigError,
         ConversionError as ConversionError,
         DataError as DataError,
         FormatError as FormatError,
+        Interrupted as Interrupted,
         ModelSourceError as ModelSourceError,
+        OutputError as OutputError,
         OutputExistsError as OutputExistsError,
         UnsafeSourceError as UnsafeSourceError,
     )
@@ -33,10 +41,12 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
     from binarize.packed import PackedModel as PackedModel, load_packed as load_packed, save_packed as save_packed
     from binarize.progress import set_progress as set_progress
     from binarize.sources import load_model as load_model
-    from binarize.train import FinetuneConfig as FinetuneConfig, evaluate as evaluate, finetune as finetune
+    from binarize.train import FinetuneConfig as FinetuneConfig, finetune as finetune
+    from binarize.train.evaluate import evaluate as evaluate  # the function, not the module of that name
 
 #: public name → module defining it
 _EXPORTS: dict[str, str] = {
+    "ACTIVATION_POLICIES": "binarize.config",
     "BinarizeConfig": "binarize.config",
     "LayerConfig": "binarize.config",
     "LayerRule": "binarize.config",
@@ -45,14 +55,16 @@ _EXPORTS: dict[str, str] = {
     "ConversionError": "binarize.errors",
     "DataError": "binarize.errors",
     "FormatError": "binarize.errors",
+    "Interrupted": "binarize.errors",
     "ModelSourceError": "binarize.errors",
+    "OutputError": "binarize.errors",
     "OutputExistsError": "binarize.errors",
     "UnsafeSourceError": "binarize.errors",
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
     "set_progress": "binarize.progress",
     "finetune": "binarize.train",
-    "evaluate": "binarize.train",
+    "evaluate": "binarize.train.evaluate",
     "FinetuneConfig": "binarize.train",
     "get_datasets": "binarize.data",
     "indicators": "binarize.analysis.indicators",
@@ -69,10 +81,12 @@ _EXPORTS: dict[str, str] = {
     "BinaryConv1d": "binarize.nn",
     "BinaryConv2d": "binarize.nn",
     "BinaryLinear": "binarize.nn",
+    "run_demo": "binarize.demo",
 }
 
 #: the public names: every `_EXPORTS` key and the `estimators` subpackage (a test keeps them equal)
 __all__ = [
+    "ACTIVATION_POLICIES",
     "BinarizeConfig",
     "BinarizeError",
     "BinaryConv1d",
@@ -84,10 +98,12 @@ __all__ = [
     "DataError",
     "FinetuneConfig",
     "FormatError",
+    "Interrupted",
     "LayerConfig",
     "LayerRule",
     "ModelSourceError",
     "ModelSummary",
+    "OutputError",
     "OutputExistsError",
     "PackedModel",
     "UnsafeSourceError",
@@ -102,6 +118,7 @@ __all__ = [
     "load_checkpoint",
     "load_model",
     "load_packed",
+    "run_demo",
     "save_checkpoint",
     "save_packed",
     "set_progress",

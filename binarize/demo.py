@@ -97,7 +97,7 @@ def run_demo(
             machine oversubscription makes a step over ten times slower.
     """
     from binarize.analysis.summary import summarize
-    from binarize import convert
+    from binarize.conversion import convert
     from binarize.data import get_datasets
     from binarize.sources import load_model
 

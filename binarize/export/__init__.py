@@ -21,14 +21,19 @@ from binarize.export.freeze import (
 )
 
 _LAZY: dict[str, str] = {
+    "DEFAULT_OPSET": "binarize.export.onnx",
+    "SOURCE_KEY": "binarize.export.onnx",
     "ExportResult": "binarize.export.onnx",
     "export_onnx": "binarize.export.onnx",
     "inference_session": "binarize.export.onnx",
     "QuantizeResult": "binarize.export.quantize",
     "quantize_float_layers": "binarize.export.quantize",
     "DeployedEval": "binarize.export.evaluate",
+    "DeployedModel": "binarize.export.evaluate",
+    "dataset_batches": "binarize.export.evaluate",
     "evaluate_file": "binarize.export.evaluate",
     "load_deployed": "binarize.export.evaluate",
+    "random_batches": "binarize.export.evaluate",
 }
 
 __all__ = [

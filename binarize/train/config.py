@@ -15,6 +15,11 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 #: estimators whose papers clip latent weights to [−1, 1] after each step (BinaryConnect, BinaryNet)
 CLIPPING_ESTIMATORS = ("ste", "clipped_ste")
+#: The estimator (weights and inputs) a float model is converted with for fine-tuning when no
+#: recipe names one; `binarize finetune` and `binarize indicators` use it.
+CONVERT_ESTIMATOR = "reste"
+#: The data set a run uses when neither the caller nor the recipe names one: offline, in the package.
+DEFAULT_DATA = "digits"
 
 
 @dataclass(frozen=True)
