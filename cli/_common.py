@@ -17,7 +17,8 @@ from torch import nn
 
 from binarize._files import os_error
 from binarize._probe import forward_once
-from binarize.errors import BinarizeError, ConfigError, ModelSourceError, first_line
+from binarize import BinarizeError, ConfigError, ModelSourceError
+from binarize.errors import first_line
 from binarize.sources import ARCHITECTURE_PREFIXES
 
 F = TypeVar("F", bound=Callable[..., Any])

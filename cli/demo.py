@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from binarize.cli._common import JSON_OPTION, console, emit_json, handles_errors
+from ._common import JSON_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """Train a float digits CNN, binarize it with ReSTE, fine-tune with distillation, export to
     ONNX and .bnz, and compare every stage."""
-    from binarize.demo import run_demo
+    from binarize import run_demo
 
     if json_output:  # stdout only: progress and tables are dropped
         emit_json(run_demo(seed=seed, output_dir=output, stream=io.StringIO()).to_dict())

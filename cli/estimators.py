@@ -9,7 +9,7 @@ from rich.table import Table
 
 from binarize import estimators as registry
 from binarize._files import check_output
-from binarize.cli._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
+from ._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
@@ -32,7 +32,7 @@ def estimators(
     ]
     written = None
     if plot is not None:
-        from binarize.analysis.plots import plot_estimators
+        from binarize.analysis import plot_estimators
 
         check_output(plot, force=force)
 

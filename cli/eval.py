@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from binarize.checkpoint import input_shape
-from binarize.cli._common import (
+from ._common import (
     JSON_OPTION,
     TRUST_OPTION,
     check_input_shape,
@@ -19,9 +19,9 @@ from binarize.cli._common import (
     one_of,
     parse_shape,
 )
-from binarize.errors import ConfigError
-from binarize.data.splits import DataSplits, check_fits, spec_names
-from binarize.export.evaluate import (
+from binarize import ConfigError
+from binarize.data import DataSplits, check_fits, spec_names
+from binarize.export import (
     DeployedEval,
     DeployedModel,
     dataset_batches,

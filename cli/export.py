@@ -10,10 +10,10 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import export_onnx
+from binarize import ConfigError, export_onnx
 from binarize._files import check_output
 from binarize.checkpoint import input_shape
-from binarize.cli._common import (
+from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,
     JSON_OPTION,
@@ -27,10 +27,8 @@ from binarize.cli._common import (
     one_of,
     parse_shape,
 )
-from binarize.data.splits import spec_names
-from binarize.errors import ConfigError
-from binarize.export.onnx import DEFAULT_OPSET, SOURCE_KEY, ExportResult
-from binarize.export.quantize import QuantizeResult, quantize_float_layers
+from binarize.data import spec_names
+from binarize.export import DEFAULT_OPSET, SOURCE_KEY, ExportResult, QuantizeResult, quantize_float_layers
 
 
 @handles_errors

@@ -12,8 +12,8 @@ from typer.core import TyperGroup
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.exceptions import Abort
 
-from binarize.cli import eval as eval_cli, export
-from binarize.cli import convert, demo, estimators, finetune, indicators, summary
+from . import eval as eval_cli, export
+from . import convert, demo, estimators, finetune, indicators, summary
 
 #: Placeholders in the style of the tools users know (click's own): ``--lr FLOAT``, not ``<float>``.
 PLACEHOLDERS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
