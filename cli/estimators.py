@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -19,7 +20,7 @@ def estimators(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List every estimator with its paper, summary and hyperparameter defaults."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "paper": registry.get(name).paper,

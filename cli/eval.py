@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
@@ -65,7 +66,7 @@ def eval_file(
             note = f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it"
     if note is not None and not as_json:
         console.print(note)
-    reference_model = None
+    reference_model: Any = None
     if reference is not None:
         from binarize import load_model
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
@@ -60,7 +61,7 @@ def export(
     check_input_shape(loaded, dims, model)
     # A batch of two at least, so that the check compares more than one prediction.
     example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
-    payload: dict[str, object] = {"model": model, "input_shape": list(dims)}
+    payload: dict[str, Any] = {"model": model, "input_shape": list(dims)}
     recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
     if onnx_path is not None:
         result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force, metadata=recorded)
