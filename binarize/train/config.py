@@ -134,7 +134,7 @@ def _typed(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         names = " or ".join("none" if t is type(None) else t.__name__ for t in expected)
         raise ConfigError(f"finetune {key}={value!r} is not a {names}", f"write e.g. {key} = {default!r}")
-    return float(value) if isinstance(default, float) else value
+    return float(value) if isinstance(default, float) and isinstance(value, (int, float)) else value
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:
