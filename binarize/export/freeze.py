@@ -84,7 +84,7 @@ class _FrozenConv(FrozenBinaryLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._prepare(x)
-        padding = self.padding
+        padding: str | tuple[int, ...] | int = self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
