@@ -44,6 +44,17 @@ def convert(
     The result carries ``binarize_report`` (a `ConversionReport`), ``binarize_config``,
     ``binarize_plan`` (the resolved decisions a checkpoint replays) and ``binarize_source``
     (where the float model came from, None if unknown) as attributes.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from binarize import BinarizeConfig, LayerConfig, convert
+        >>> net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.Linear(32, 4))
+        >>> binary = convert(net, BinarizeConfig(layer=LayerConfig("reste")))
+        >>> [type(m).__name__ for m in binary.modules() if isinstance(m, (nn.Linear, nn.ReLU))]
+        ['Linear', 'ReLU', 'BinaryLinear', 'Linear']
+        >>> binary(torch.randn(2, 16)).shape
+        torch.Size([2, 4])
     """
     config = config or BinarizeConfig()
     converted, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
