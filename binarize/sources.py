@@ -56,6 +56,16 @@ def load_model(
     ``weights`` is a state-dict file loaded into an architecture given by name.
 
     The model gets a ``binarize_source`` attribute recording how to rebuild it.
+
+    Examples:
+        >>> from binarize import load_model
+        >>> model = load_model("binarize:digits_cnn")  # built untrained: nothing is downloaded
+        >>> type(model).__name__
+        'DigitsCNN'
+        >>> load_model("binarize:digits_cn")
+        Traceback (most recent call last):
+        ...
+        binarize.errors.ConfigError: unknown model 'digits_cn' — did you mean 'digits_cnn'? ...
     """
     text = str(source)
     if text.startswith(ARCHITECTURE_PREFIXES):
