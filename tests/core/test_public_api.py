@@ -13,9 +13,9 @@ from pathlib import Path
 import binarize
 
 
-def _type_checking_imports() -> dict[str, str]:
-    """public name → module, from the ``if TYPE_CHECKING:`` block of binarize/__init__.py."""
-    tree = ast.parse(Path(binarize.__file__).read_text(encoding="utf-8"))
+def _type_checking_imports(package: object = binarize) -> dict[str, str]:
+    """public name → module, from the ``if TYPE_CHECKING:`` block of a package's __init__.py."""
+    tree = ast.parse(Path(package.__file__).read_text(encoding="utf-8"))  # type: ignore[attr-defined]
     block = next(node for node in tree.body if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING")
     found = {}
     for node in block.body:
@@ -30,6 +30,13 @@ def test_all_type_checking_and_lazy_map_name_the_same_api() -> None:
     lazy = dict(binarize._EXPORTS, estimators="binarize.estimators")
     assert binarize.__all__ == sorted(lazy)
     assert _type_checking_imports() == lazy
+
+
+def test_lazy_names_of_binarize_export_are_visible_to_type_checkers() -> None:
+    import binarize.export
+
+    assert _type_checking_imports(binarize.export) == binarize.export._LAZY
+    assert set(binarize.export._LAZY) <= set(binarize.export.__all__)
 
 
 def test_every_public_name_resolves_to_its_module() -> None:
