@@ -81,10 +81,11 @@ def eval_file(
         check_fits(deployed, splits)
     else:
         check_input_shape(deployed, (1, *example_shape), str(file))
-    batches = (
-        dataset_batches(splits.test, batch_size) if splits is not None
-        else random_batches(random, example_shape, batch_size)
-    )
+    if splits is not None:
+        batches = dataset_batches(splits.test, batch_size)
+    else:
+        assert random is not None  # exactly one of --data and --random, checked above
+        batches = random_batches(random, example_shape, batch_size)
 
     @torch.no_grad()
     def run_reference(x: torch.Tensor) -> torch.Tensor:

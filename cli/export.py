@@ -115,7 +115,7 @@ def render_onnx(result: ExportResult) -> None:
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
     table.add_row("operators", ", ".join(result.operators))
-    if result.checked:
+    if result.checked and result.top1_agreement is not None:  # the parity check sets both
         table.add_row("checked batches", ", ".join(map(str, result.batch_sizes)))
         table.add_row("max |Δlogit| vs PyTorch", f"{result.max_abs_diff:.3g} (tolerance {result.tolerance:g})")
         table.add_row("top-1 agreement", f"{100 * result.top1_agreement:.1f}%")
