@@ -10,10 +10,16 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # what type checkers see: the same names, from the same modules as _EXPORTS
+    from binarize._files import check_output as check_output, os_error as os_error
+    from binarize._probe import forward_once as forward_once
     from binarize import estimators as estimators
     from binarize.analysis.indicators import indicators as indicators
     from binarize.analysis.summary import ModelSummary as ModelSummary, summarize as summarize
-    from binarize.checkpoint import load_checkpoint as load_checkpoint, save_checkpoint as save_checkpoint
+    from binarize.checkpoint import (
+        input_shape as input_shape,
+        load_checkpoint as load_checkpoint,
+        save_checkpoint as save_checkpoint,
+    )
     from binarize.config import (
         ACTIVATION_POLICIES as ACTIVATION_POLICIES,
         BinarizeConfig as BinarizeConfig,
@@ -34,13 +40,14 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
         OutputError as OutputError,
         OutputExistsError as OutputExistsError,
         UnsafeSourceError as UnsafeSourceError,
+        first_line as first_line,
     )
     from binarize.export import freeze as freeze
     from binarize.export.onnx import export_onnx as export_onnx
     from binarize.nn import BinaryConv1d as BinaryConv1d, BinaryConv2d as BinaryConv2d, BinaryLinear as BinaryLinear
     from binarize.packed import PackedModel as PackedModel, load_packed as load_packed, save_packed as save_packed
     from binarize.progress import set_progress as set_progress
-    from binarize.sources import load_model as load_model
+    from binarize.sources import ARCHITECTURE_PREFIXES as ARCHITECTURE_PREFIXES, load_model as load_model
     from binarize.train import FinetuneConfig as FinetuneConfig, finetune as finetune
     from binarize.train.evaluate import evaluate as evaluate  # the function, not the module of that name
 
@@ -82,11 +89,19 @@ _EXPORTS: dict[str, str] = {
     "BinaryConv2d": "binarize.nn",
     "BinaryLinear": "binarize.nn",
     "run_demo": "binarize.demo",
+    # for front-ends (the CLI, scripts): one-line errors, output checks, what a model was recorded with
+    "first_line": "binarize.errors",
+    "os_error": "binarize._files",
+    "check_output": "binarize._files",
+    "forward_once": "binarize._probe",
+    "input_shape": "binarize.checkpoint",
+    "ARCHITECTURE_PREFIXES": "binarize.sources",
 }
 
 #: the public names: every `_EXPORTS` key and the `estimators` subpackage (a test keeps them equal)
 __all__ = [
     "ACTIVATION_POLICIES",
+    "ARCHITECTURE_PREFIXES",
     "BinarizeConfig",
     "BinarizeError",
     "BinaryConv1d",
@@ -107,17 +122,22 @@ __all__ = [
     "OutputExistsError",
     "PackedModel",
     "UnsafeSourceError",
+    "check_output",
     "convert",
     "estimators",
     "evaluate",
     "export_onnx",
     "finetune",
+    "first_line",
+    "forward_once",
     "freeze",
     "get_datasets",
     "indicators",
+    "input_shape",
     "load_checkpoint",
     "load_model",
     "load_packed",
+    "os_error",
     "run_demo",
     "save_checkpoint",
     "save_packed",

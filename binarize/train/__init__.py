@@ -1,5 +1,6 @@
 """Fine-tuning converted models: the loop, distillation, checkpoints, torchrun, recipes."""
 
+from binarize.checkpoint import model_from_record
 from binarize.train.config import CONVERT_ESTIMATOR, DEFAULT_DATA, OPTIMIZERS, SCHEDULES, FinetuneConfig
 from binarize.train.distill import teacher_from_converted
 from binarize.train.distributed import teardown
@@ -22,6 +23,7 @@ __all__ = [
     "finetune",
     "load_recipe",
     "load_training_checkpoint",
+    "model_from_record",
     "recipe_names",
     "seed_everything",
     "teacher_from_converted",
