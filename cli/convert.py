@@ -9,9 +9,16 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import ACTIVATION_POLICIES, BinarizeConfig, LayerConfig, LayerRule, convert as convert_model, save_checkpoint
-from binarize._files import check_output
-from binarize.checkpoint import input_shape
+from binarize import (
+    ACTIVATION_POLICIES,
+    BinarizeConfig,
+    LayerConfig,
+    LayerRule,
+    check_output,
+    convert as convert_model,
+    input_shape,
+    save_checkpoint,
+)
 from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,

@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from binarize import estimators as registry
-from binarize._files import check_output
+from binarize import check_output
 from ._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
 
 

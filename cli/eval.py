@@ -9,7 +9,6 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize.checkpoint import input_shape
 from ._common import (
     JSON_OPTION,
     TRUST_OPTION,
@@ -20,7 +19,7 @@ from ._common import (
     one_of,
     parse_shape,
 )
-from binarize import ConfigError
+from binarize import ConfigError, input_shape
 from binarize.data import DataSplits, check_fits, spec_names
 from binarize.export import (
     DeployedEval,

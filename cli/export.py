@@ -11,9 +11,7 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import ConfigError, export_onnx
-from binarize._files import check_output
-from binarize.checkpoint import input_shape
+from binarize import ConfigError, check_output, export_onnx, input_shape
 from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,

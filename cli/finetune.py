@@ -23,11 +23,18 @@ from ._common import (
     load_source,
     one_of,
 )
-from binarize import ACTIVATION_POLICIES, BinarizeConfig, BinarizeError, ConfigError, Interrupted, OutputExistsError
-from binarize._files import check_output
+from binarize import (
+    ACTIVATION_POLICIES,
+    ARCHITECTURE_PREFIXES,
+    BinarizeConfig,
+    BinarizeError,
+    ConfigError,
+    Interrupted,
+    OutputExistsError,
+    check_output,
+)
 from binarize.data import spec_names
 from binarize.estimators import names as estimator_names
-from binarize.sources import ARCHITECTURE_PREFIXES
 from binarize.train import CONVERT_ESTIMATOR, DEFAULT_DATA, OPTIMIZERS, SCHEDULES, FinetuneConfig, recipe_names
 
 #: What a run writes into its folder (removed by --force before a new run starts there).
@@ -237,7 +244,7 @@ def _config_fields(config: Any) -> dict[str, Any]:
 
 
 def _model_from_checkpoint(payload: dict[str, Any], trust: bool) -> Any:
-    from binarize.checkpoint import model_from_record
+    from binarize.train import model_from_record
 
     return model_from_record(payload["model"], trust=trust)
 

@@ -8,8 +8,7 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import ConfigError, ModelSummary, summarize
-from binarize.checkpoint import input_shape
+from binarize import ConfigError, ModelSummary, input_shape, summarize
 from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
