@@ -179,10 +179,14 @@ def _describe(component: list[str], graph: dict[str, set[str]]) -> str:
     return "; ".join(edges)
 
 
+def layer_order() -> str:
+    lines = ["layer order enforced (lowest first; a unit imports only lower layers):"]
+    lines += [f"  {depth:2d}  {'  '.join(layer)}" for depth, layer in enumerate(LAYERS)]
+    return "\n".join(lines)
+
+
 def test_layer_order_is_printed_and_covers_every_unit() -> None:
-    print("\nlayer order enforced (lowest first; a unit imports only lower layers):")
-    for depth, layer in enumerate(LAYERS):
-        print(f"  {depth:2d}  {'  '.join(layer)}")
+    print("\n" + layer_order())
     assert len(LAYER_OF) == sum(len(layer) for layer in LAYERS), "a unit is listed twice in LAYERS"
     unplaced = sorted({unit_of(m) for m in MODULES} - set(LAYER_OF))
     assert not unplaced, f"place these modules/folders in LAYERS: {unplaced}"
@@ -200,7 +204,7 @@ def test_imports_follow_the_layer_order() -> None:
             if LAYER_OF[target_unit] >= LAYER_OF[source_unit]:
                 wrong.append(f"{MODULES[module].relative_to(ROOT)}:{line} {module} → {target} "
                              f"({source_unit} is layer {LAYER_OF[source_unit]}, {target_unit} layer {LAYER_OF[target_unit]})")
-    assert not wrong, "imports against the layer order:\n" + "\n".join(sorted(wrong))
+    assert not wrong, "imports against the layer order:\n" + "\n".join(sorted(wrong)) + "\n" + layer_order()
 
 
 def test_no_import_cycle_between_modules() -> None:
