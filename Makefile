@@ -9,7 +9,7 @@ DEPS_KEY := $(shell $(PYTHON) -c "import hashlib;print(hashlib.sha256(open('pypr
 DEPS_STAMP := $(VENV)/.deps-$(DEPS_KEY)
 PYTEST_ARGS ?=
 
-.PHONY: demo test install bench-convert
+.PHONY: demo test lint install bench-convert
 
 install: $(DEPS_STAMP)
 	@$(BIN)/pip install --quiet --no-deps --no-build-isolation --force-reinstall .
@@ -23,7 +23,12 @@ $(DEPS_STAMP): pyproject.toml
 demo: install
 	$(BIN)/binarize demo
 
-test: install
+# ruff and mypy (pinned in the `test` extra, configured in pyproject.toml) over binarize/ and cli/
+lint: install
+	$(BIN)/ruff check
+	$(BIN)/mypy
+
+test: install lint
 	$(BIN)/pytest -m "not slow" -n 2 -q $(PYTEST_ARGS)
 
 bench-convert: install

@@ -163,6 +163,14 @@ class BinarizeConfig:
             constant: ``bypass`` binarizes the activation's input while float consumers keep
             its output, ``hardtanh`` replaces the activation by a clip to [-1, 1], ``keep``
             changes nothing (and warns). See `ACTIVATION_POLICIES`.
+
+    Examples:
+        >>> from binarize import BinarizeConfig, LayerConfig, LayerRule
+        >>> config = BinarizeConfig(layer=LayerConfig("reste"), rules=(LayerRule("re:head.*", None),))
+        >>> config.layer.weight_estimator, config.keep_first
+        ('reste', True)
+        >>> BinarizeConfig.from_dict(config.to_dict()) == config
+        True
     """
 
     layer: LayerConfig = field(default_factory=LayerConfig)

@@ -97,7 +97,7 @@ def run_demo(
             machine oversubscription makes a step over ten times slower.
     """
     from binarize.analysis.summary import summarize
-    from binarize import convert
+    from binarize.conversion import convert
     from binarize.data import get_datasets
     from binarize.loading import load_model
 
@@ -166,6 +166,8 @@ def deploy(binary: torch.nn.Module, data: Any, example: tuple[torch.Tensor, ...]
             load_deployed(path), dataset_batches(data.test, 64), data.input_shape,
             reference=reference, batch_size=64, repeats=20, threads=[1],
         )
+        # labels and a reference were given, so all three measures exist
+        assert result.accuracy is not None and result.agreement is not None and result.max_abs_diff is not None
         rows.append(
             DeploymentRow(
                 form, Path(path).name, result.accuracy, result.agreement, result.max_abs_diff,

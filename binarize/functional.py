@@ -10,7 +10,7 @@ nothing reads a tensor back to the host.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -33,7 +33,7 @@ class Binarize(torch.autograd.Function):
     ``kept = estimator.keep_for_backward(x)`` saved in forward (and nothing else)."""
 
     @staticmethod
-    def forward(ctx, x: Tensor, estimator: Estimator) -> Tensor:  # type: ignore[override]
+    def forward(ctx: Any, x: Tensor, estimator: Estimator) -> Tensor:  # type: ignore[override]
         kept = estimator.keep_for_backward(x)
         ctx.keeps = kept is not None
         if ctx.keeps:
@@ -42,6 +42,6 @@ class Binarize(torch.autograd.Function):
         return estimator.forward_value(x)
 
     @staticmethod
-    def backward(ctx, grad: Tensor):  # type: ignore[override]
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         kept = ctx.saved_tensors[0] if ctx.keeps else None
         return ctx.estimator.backward_kept(kept, grad), None

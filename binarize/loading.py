@@ -61,6 +61,10 @@ def load_model(
         >>> model = binarize.load_model("binarize:digits_cnn")
         >>> binarize.provenance_of(model).source
         {'kind': 'binarize', 'name': 'digits_cnn', 'kwargs': {}}
+        >>> binarize.load_model("binarize:digits_cn")
+        Traceback (most recent call last):
+        ...
+        binarize.errors.ConfigError: unknown model 'digits_cn' — did you mean 'digits_cnn'? ...
     """
     text = str(source)
     if text.startswith(ARCHITECTURE_PREFIXES):

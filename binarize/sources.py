@@ -236,7 +236,7 @@ def module_from_archive(source: Mapping[str, Any], *, trust: bool) -> nn.Module:
     return set_provenance(model, provenance_of(model).replace(source=dict(source)))
 
 
-def _read_exported(file: str | io.BytesIO, name: str) -> Any:
+def _read_exported(file: str | Path | io.BytesIO, name: str) -> Any:
     try:
         return torch.export.load(file)
     except Exception as exc:  # a corrupt archive raises many kinds of errors

@@ -15,10 +15,15 @@ import typer
 from rich.console import Console
 from torch import nn
 
-from binarize._files import os_error
-from binarize._probe import forward_once
-from binarize.errors import BinarizeError, ConfigError, ModelSourceError, first_line
-from binarize.sources import ARCHITECTURE_PREFIXES
+from binarize import (
+    ARCHITECTURE_PREFIXES,
+    BinarizeError,
+    ConfigError,
+    ModelSourceError,
+    first_line,
+    forward_once,
+    os_error,
+)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

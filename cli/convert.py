@@ -9,11 +9,19 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import BinarizeConfig, LayerConfig, LayerRule, provenance_of, save_checkpoint, set_provenance
-from binarize import convert as convert_model
-from binarize._files import check_output
-from binarize.config import ACTIVATION_POLICIES
-from binarize.cli._common import (
+from binarize import (
+    ACTIVATION_POLICIES,
+    BinarizeConfig,
+    LayerConfig,
+    LayerRule,
+    check_output,
+    convert as convert_model,
+    input_shape,
+    provenance_of,
+    save_checkpoint,
+    set_provenance,
+)
+from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,
     JSON_OPTION,
@@ -30,27 +38,30 @@ from binarize.cli._common import (
 )
 from binarize.conversion import ConversionReport
 from binarize.estimators import names as estimator_names
-from binarize.nn.scaling import scaling_names
-from binarize.provenance import input_shape
+from binarize.nn import scaling_names
+
+
+#: the library's conversion defaults, which every option below starts from
+DEFAULTS = BinarizeConfig()
 
 
 @handles_errors
 def convert(
     source: str = typer.Argument(..., metavar="SOURCE", help="torchvision:NAME, binarize:NAME, timm:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
-    estimator: str = typer.Option("ste", "--estimator", "-e", help=f"Weight estimator (see `binarize estimators`). {one_of(estimator_names())}"),
+    estimator: str = typer.Option(DEFAULTS.layer.weight_estimator, "--estimator", "-e", help=f"Weight estimator (see `binarize estimators`). {one_of(estimator_names())}"),
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Weight estimator hyperparameter, e.g. o_end=3."),
     input_estimator: str | None = typer.Option(None, "--input-estimator", help=f"Input (activation) estimator. {one_of([*estimator_names(), 'none'])} none: float activations. Default: the weight estimator."),
     input_estimator_arg: list[str] = typer.Option([], "--input-estimator-arg", metavar="KEY=VALUE", help="Input estimator hyperparameter. Default: the --estimator-arg values when the estimators match."),
     scaling: str | None = typer.Option(None, "--scaling", help=f"Scaling α. {one_of(scaling_names())} Default: the estimator's paper choice, else channel_mean."),
     weight_transform: str | None = typer.Option(None, "--weight-transform", help="Weight transform before binarizing (libra_pb) or 'none'. Default: the estimator's own."),
-    keep_first: bool = typer.Option(True, "--keep-first/--binarize-first", help="Keep the first weighted layer float."),
-    keep_last: bool = typer.Option(True, "--keep-last/--binarize-last", help="Keep the last weighted layer float."),
-    keep_depthwise: bool = typer.Option(True, "--keep-depthwise/--binarize-depthwise", help="Keep depthwise convolutions float."),
-    keep_downsample: bool = typer.Option(False, "--keep-downsample/--binarize-downsample", help="Keep 1x1 strided (shortcut) convolutions float; with the defaults this is the Bi-Real policy."),
-    min_fan_in: int = typer.Option(16, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
+    keep_first: bool = typer.Option(DEFAULTS.keep_first, "--keep-first/--binarize-first", help="Keep the first weighted layer float."),
+    keep_last: bool = typer.Option(DEFAULTS.keep_last, "--keep-last/--binarize-last", help="Keep the last weighted layer float."),
+    keep_depthwise: bool = typer.Option(DEFAULTS.keep_depthwise, "--keep-depthwise/--binarize-depthwise", help="Keep depthwise convolutions float."),
+    keep_downsample: bool = typer.Option(DEFAULTS.keep_downsample, "--keep-downsample/--binarize-downsample", help="Keep 1x1 strided (shortcut) convolutions float; with the defaults this is the Bi-Real policy."),
+    min_fan_in: int = typer.Option(DEFAULTS.min_fan_in, "--min-fan-in", help="Keep layers with a shorter dot product (C/g·kh·kw) float."),
     rule: list[str] = typer.Option([], "--rule", metavar="PATTERN=ACTION", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (fqn > re > type)."),
-    strict: bool = typer.Option(False, "--strict", help="Fail instead of warning when torch.fx cannot trace the model (else layers are swapped by name) or a --rule matches no layer."),
-    activation_policy: str = typer.Option(ACTIVATION_POLICIES[0], "--activation-policy", help=f"Binary layers fed by ReLU/ReLU6/Hardsigmoid/Sigmoid: bypass binarizes the pre-activation, hardtanh clips to [-1, 1], keep warns. {one_of(ACTIVATION_POLICIES)}"),
+    strict: bool = typer.Option(DEFAULTS.strict, "--strict", help="Fail instead of warning when torch.fx cannot trace the model (else layers are swapped by name) or a --rule matches no layer."),
+    activation_policy: str = typer.Option(DEFAULTS.activation_policy, "--activation-policy", help=f"Binary layers fed by ReLU/ReLU6/Hardsigmoid/Sigmoid: bypass binarizes the pre-activation, hardtanh clips to [-1, 1], keep warns. {one_of(ACTIVATION_POLICIES)}"),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from binarize.cli._common import JSON_OPTION, console, emit_json, handles_errors
+from ._common import JSON_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
@@ -19,7 +19,7 @@ def demo(
 ) -> None:
     """Train a float digits CNN, binarize it with ReSTE, fine-tune with distillation, export to
     ONNX and .bnz, and compare every stage."""
-    from binarize.demo import run_demo
+    from binarize import run_demo
 
     if json_output:  # stdout only: progress and tables are dropped
         emit_json(run_demo(seed=seed, output_dir=output, stream=io.StringIO()).to_dict())
@@ -35,10 +35,10 @@ def demo(
     deployed = Table(title="deployed forms of the fine-tuned binary model (test split, 1 thread)")
     for column in ("form", "file", "top-1 %", "agreement", "max |Δlogit|", "size", "batch 1", "batch 64"):
         deployed.add_column(column, justify="left" if column in ("form", "file") else "right")
-    for row in result.deployment:
+    for form in result.deployment:
         deployed.add_row(
-            row.form, row.file, f"{row.top1:.2f}", f"{100 * row.agreement:.1f}%", f"{row.max_abs_diff:.1e}",
-            f"{row.size_bytes / 1024:.1f} KiB", f"{row.latency_batch1_ms:.3f} ms", f"{row.latency_batch64_ms:.3f} ms",
+            form.form, form.file, f"{form.top1:.2f}", f"{100 * form.agreement:.1f}%", f"{form.max_abs_diff:.1e}",
+            f"{form.size_bytes / 1024:.1f} KiB", f"{form.latency_batch1_ms:.3f} ms", f"{form.latency_batch64_ms:.3f} ms",
         )
     console.print(deployed)
     gap = result.checks["gap_points"]

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
 
 from binarize import estimators as registry
-from binarize._files import check_output
-from binarize.cli._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
+from binarize import check_output
+from ._common import FORCE_OPTION, JSON_OPTION, console, emit_json, handles_errors
 
 
 @handles_errors
@@ -19,7 +20,7 @@ def estimators(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """List every estimator with its paper, summary and hyperparameter defaults."""
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "name": name,
             "paper": registry.get(name).paper,
@@ -32,7 +33,7 @@ def estimators(
     ]
     written = None
     if plot is not None:
-        from binarize.analysis.plots import plot_estimators
+        from binarize.analysis import plot_estimators
 
         check_output(plot, force=force)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
 from rich.table import Table
 
-from binarize.provenance import input_shape
-from binarize.cli._common import (
+from ._common import (
     JSON_OPTION,
     TRUST_OPTION,
     check_input_shape,
@@ -19,9 +19,9 @@ from binarize.cli._common import (
     one_of,
     parse_shape,
 )
-from binarize.errors import ConfigError
+from binarize import ConfigError, input_shape
 from binarize.data import DataSplits, check_fits, spec_names
-from binarize.export.evaluate import (
+from binarize.export import (
     DeployedEval,
     DeployedModel,
     dataset_batches,
@@ -65,7 +65,7 @@ def eval_file(
             note = f"{file} records its source {recorded}: pass --reference {recorded} to measure agreement with it"
     if note is not None and not as_json:
         console.print(note)
-    reference_model = None
+    reference_model: Any = None
     if reference is not None:
         from binarize import load_model
 
@@ -80,10 +80,11 @@ def eval_file(
         check_fits(deployed, splits)
     else:
         check_input_shape(deployed, (1, *example_shape), str(file))
-    batches = (
-        dataset_batches(splits.test, batch_size) if splits is not None
-        else random_batches(random, example_shape, batch_size)
-    )
+    if splits is not None:
+        batches = dataset_batches(splits.test, batch_size)
+    else:
+        assert random is not None  # exactly one of --data and --random, checked above
+        batches = random_batches(random, example_shape, batch_size)
 
     @torch.no_grad()
     def run_reference(x: torch.Tensor) -> torch.Tensor:

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import torch
 import typer
 from rich.table import Table
 
-from binarize import export_onnx
-from binarize._files import check_output
-from binarize.provenance import input_shape
-from binarize.cli._common import (
+from binarize import ConfigError, check_output, export_onnx, input_shape
+from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,
     JSON_OPTION,
@@ -28,9 +27,7 @@ from binarize.cli._common import (
     parse_shape,
 )
 from binarize.data import spec_names
-from binarize.errors import ConfigError
-from binarize.export.onnx import DEFAULT_OPSET, SOURCE_KEY, ExportResult
-from binarize.export.quantize import QuantizeResult, quantize_float_layers
+from binarize.export import DEFAULT_OPSET, SOURCE_KEY, ExportResult, QuantizeResult, quantize_float_layers
 
 
 @handles_errors
@@ -62,7 +59,7 @@ def export(
     check_input_shape(loaded, dims, model)
     # A batch of two at least, so that the check compares more than one prediction.
     example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
-    payload: dict[str, object] = {"model": model, "input_shape": list(dims)}
+    payload: dict[str, Any] = {"model": model, "input_shape": list(dims)}
     recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
     if onnx_path is not None:
         result = export_onnx(loaded, onnx_path, example, check=check, opset=opset, force=force, metadata=recorded)
@@ -116,7 +113,7 @@ def render_onnx(result: ExportResult) -> None:
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
     table.add_row("operators", ", ".join(result.operators))
-    if result.checked:
+    if result.checked and result.top1_agreement is not None:  # the parity check sets both
         table.add_row("checked batches", ", ".join(map(str, result.batch_sizes)))
         table.add_row("max |Δlogit| vs PyTorch", f"{result.max_abs_diff:.3g} (tolerance {result.tolerance:g})")
         table.add_row("top-1 agreement", f"{100 * result.top1_agreement:.1f}%")

@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.table import Table
 
-from binarize.cli._common import (
+from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,
     JSON_OPTION,
@@ -23,15 +23,20 @@ from binarize.cli._common import (
     load_source,
     one_of,
 )
-from binarize import provenance_of
-from binarize._files import check_output
-from binarize.config import ACTIVATION_POLICIES
+from binarize import (
+    ACTIVATION_POLICIES,
+    ARCHITECTURE_PREFIXES,
+    BinarizeConfig,
+    BinarizeError,
+    ConfigError,
+    Interrupted,
+    OutputExistsError,
+    provenance_of,
+    check_output,
+)
 from binarize.data import spec_names
-from binarize.errors import BinarizeError, ConfigError, Interrupted, OutputExistsError
 from binarize.estimators import names as estimator_names
-from binarize.sources import ARCHITECTURE_PREFIXES
-from binarize.train.config import OPTIMIZERS, SCHEDULES
-from binarize.train.recipe import recipe_names
+from binarize.train import CONVERT_ESTIMATOR, DEFAULT_DATA, OPTIMIZERS, SCHEDULES, FinetuneConfig, recipe_names
 
 #: What a run writes into its folder (removed by --force before a new run starts there).
 RUN_FILES = ("last.pt", "best.pt", "metrics.jsonl")
@@ -44,32 +49,37 @@ FLAG_FIELDS = (
 )
 
 
+def _default(field: str) -> str:
+    """The help text's default of a training flag: the recipe's value, else `FinetuneConfig`'s."""
+    return f"Default: recipe, else {getattr(FinetuneConfig(), field)}."
+
+
 @handles_errors
 def finetune(
     model: str = typer.Argument(None, metavar="SOURCE", help="Model: a converted checkpoint, or a float source (torchvision:NAME, binarize:NAME, file) converted first. Default: the recipe's model."),
     recipe: str = typer.Option(None, "--recipe", "-r", metavar="RECIPE", help=f"An installed recipe by name or a recipe file (PATH[.toml]); flags override it. Installed: {', '.join(recipe_names())}."),
-    data: str = typer.Option(None, "--data", "-d", help=f"Data. {one_of(spec_names())} Default: the recipe's, else digits."),
+    data: str = typer.Option(None, "--data", "-d", help=f"Data. {one_of(spec_names())} Default: the recipe's, else {DEFAULT_DATA}."),
     output: Path = typer.Option(None, "--output", "-o", help="Run folder for last.pt, best.pt, metrics.jsonl. Default: <model>-<estimator>-finetune."),
     resume: Path = typer.Option(None, "--resume", help="Continue a run exactly from its last.pt (its settings are used)."),
-    estimator: str = typer.Option(None, "--estimator", "-e", help=f"Estimator for weights and inputs when converting a float model. {one_of(estimator_names())} Default: the recipe's, else reste."),
+    estimator: str = typer.Option(None, "--estimator", "-e", help=f"Estimator for weights and inputs when converting a float model. {one_of(estimator_names())} Default: the recipe's, else {CONVERT_ESTIMATOR}."),
     input_estimator: str = typer.Option(None, "--input-estimator", help="Estimator for inputs (as --estimator), or none for float activations. Default: as --estimator."),
-    activation_policy: str = typer.Option(None, "--activation-policy", help=f"When converting: what binary layers fed by ReLU-type activations read. {one_of(ACTIVATION_POLICIES)} Default: recipe, else bypass."),
+    activation_policy: str = typer.Option(None, "--activation-policy", help=f"When converting: what binary layers fed by ReLU-type activations read. {one_of(ACTIVATION_POLICIES)} Default: recipe, else {BinarizeConfig().activation_policy}."),
     teacher: str = typer.Option(None, "--teacher", metavar="SOURCE", help="Float teacher source. Default: the float model (or the converted model's latent weights)."),
     distill: bool = typer.Option(None, "--distill/--no-distill", help="Distill from the float teacher. Default: on, off when the teacher has random weights (an architecture name without --weights)."),
-    epochs: int = typer.Option(None, "--epochs", help="Epochs. Default: recipe, else 10."),
-    batch_size: int = typer.Option(None, "--batch-size", "-b", help="Global batch size. Default: recipe, else 64."),
-    optimizer: str = typer.Option(None, "--optimizer", help=f"Optimizer. {one_of(OPTIMIZERS)} Default: recipe, else adam."),
-    lr: float = typer.Option(None, "--lr", help="Peak learning rate. Default: recipe, else 1e-3."),
-    momentum: float = typer.Option(None, "--momentum", help="SGD/FenBP momentum. Default: recipe, else 0.9."),
-    weight_decay: float = typer.Option(None, "--weight-decay", help="Decay of non-binary parameters. Default: recipe, else 0."),
-    binary_weight_decay: float = typer.Option(None, "--binary-weight-decay", help="Decay of latent binary weights. Default: recipe, else 0."),
-    schedule: str = typer.Option(None, "--schedule", help=f"Learning-rate schedule. {one_of(SCHEDULES)} Default: recipe, else cosine."),
-    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help="Linear warm-up epochs. Default: recipe, else 0."),
-    label_smoothing: float = typer.Option(None, "--label-smoothing", help="Label smoothing. Default: recipe, else 0."),
-    distill_weight: float = typer.Option(None, "--distill-weight", help="Weight of the KL term. Default: recipe, else 0.5."),
-    temperature: float = typer.Option(None, "--temperature", help="Distillation temperature. Default: recipe, else 2."),
-    bn_reestimate_batches: int = typer.Option(None, "--bn-reestimate", help="Batches of final BatchNorm re-estimation (0 off). Default: recipe, else 0."),
-    seed: int = typer.Option(None, "--seed", help="Seed of every RNG. Default: recipe, else 0."),
+    epochs: int = typer.Option(None, "--epochs", help=f"Epochs. {_default('epochs')}"),
+    batch_size: int = typer.Option(None, "--batch-size", "-b", help=f"Global batch size. {_default('batch_size')}"),
+    optimizer: str = typer.Option(None, "--optimizer", help=f"Optimizer. {one_of(OPTIMIZERS)} {_default('optimizer')}"),
+    lr: float = typer.Option(None, "--lr", help=f"Peak learning rate. {_default('lr')}"),
+    momentum: float = typer.Option(None, "--momentum", help=f"SGD/FenBP momentum. {_default('momentum')}"),
+    weight_decay: float = typer.Option(None, "--weight-decay", help=f"Decay of non-binary parameters. {_default('weight_decay')}"),
+    binary_weight_decay: float = typer.Option(None, "--binary-weight-decay", help=f"Decay of latent binary weights. {_default('binary_weight_decay')}"),
+    schedule: str = typer.Option(None, "--schedule", help=f"Learning-rate schedule. {one_of(SCHEDULES)} {_default('schedule')}"),
+    warmup_epochs: float = typer.Option(None, "--warmup-epochs", help=f"Linear warm-up epochs. {_default('warmup_epochs')}"),
+    label_smoothing: float = typer.Option(None, "--label-smoothing", help=f"Label smoothing. {_default('label_smoothing')}"),
+    distill_weight: float = typer.Option(None, "--distill-weight", help=f"Weight of the KL term. {_default('distill_weight')}"),
+    temperature: float = typer.Option(None, "--temperature", help=f"Distillation temperature. {_default('temperature')}"),
+    bn_reestimate_batches: int = typer.Option(None, "--bn-reestimate", help=f"Batches of final BatchNorm re-estimation (0 off). {_default('bn_reestimate_batches')}"),
+    seed: int = typer.Option(None, "--seed", help=f"Seed of every RNG. {_default('seed')}"),
     device: str = typer.Option(None, "--device", help="One of: auto, cpu, cuda. Default: auto."),
     amp: bool = typer.Option(None, "--amp/--no-amp", help="bf16 autocast on CUDA. Default: off."),
     compile: bool = typer.Option(None, "--compile/--no-compile", help="torch.compile the training model. Default: off."),
@@ -83,11 +93,8 @@ def finetune(
 ) -> None:
     """Fine-tune a binary model; `torchrun --nproc_per_node=N $(which binarize) finetune ...` for DDP."""
     from binarize.data import check_fits, get_datasets
-    from binarize.train import FinetuneConfig
     from binarize.train import finetune as run_finetune
-    from binarize.train.recipe import load_recipe
-    from binarize.train.distributed import teardown
-    from binarize.train.state import load_training_checkpoint, seed_everything
+    from binarize.train import load_recipe, load_training_checkpoint, seed_everything, teardown
 
     flags = {name: value for name, value in locals().items() if name in FLAG_FIELDS and value is not None}
     loaded = load_recipe(recipe) if recipe is not None else None
@@ -112,7 +119,7 @@ def finetune(
             _claim_run_folder(run_dir, force)
     if distill is False:
         config = config.replace(distill_weight=0.0)
-    data_spec = data or (loaded.data if loaded and loaded.data else "digits")
+    data_spec = data or (loaded.data if loaded and loaded.data else DEFAULT_DATA)
     shape = provenance_of(binary).input_shape
     splits = get_datasets(data_spec, image_size=shape[-1] if shape else None)
     check_fits(binary, splits)
@@ -146,11 +153,9 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
              activation_policy: str | None, teacher: str | None, distill: bool, weights: Path | None,
              arch: str | None, trust: bool) -> tuple[Any, Any]:
     """The binary model to train and its float teacher."""
-    from binarize.config import BinarizeConfig
-    from binarize import convert
-    from binarize.nn.layers import BinaryLayer
-    from binarize import load_model
-    from binarize.train.distill import teacher_from_converted
+    from binarize import convert, load_model
+    from binarize.nn import BinaryLayer
+    from binarize.train import teacher_from_converted
 
     model = load_source(source, weights=weights, arch=arch, trust=trust)
     is_binary = any(isinstance(m, BinaryLayer) for m in model.modules())
@@ -163,7 +168,7 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
         config = loaded.convert if loaded else BinarizeConfig()
         layer = config.layer
         if estimator is not None or loaded is None:
-            name = estimator or "reste"
+            name = estimator or CONVERT_ESTIMATOR
             layer = type(layer)(weight_estimator=name, input_estimator=name, scaling=layer.scaling,
                                 weight_transform=layer.weight_transform)
         if input_estimator is not None:
@@ -190,7 +195,7 @@ def _decide_distillation(distill: bool | None, teacher: str, weights: Path | Non
 
 def _interrupted(run_dir: Path) -> Interrupted:
     """Where a run stopped by Ctrl-C can continue: the last.pt it wrote, if any."""
-    from binarize.train.state import load_training_checkpoint
+    from binarize.train import load_training_checkpoint
 
     last = run_dir / "last.pt"
     if not last.exists():
@@ -240,13 +245,13 @@ def _config_fields(config: Any) -> dict[str, Any]:
 
 
 def _model_from_checkpoint(payload: dict[str, Any], trust: bool) -> Any:
-    from binarize.loading import model_from_record
+    from binarize import model_from_record
 
     return model_from_record(payload["model"], trust=trust)
 
 
 def _resume_safe(flags: dict[str, Any]) -> dict[str, Any]:
-    from binarize.train.loop import RESUME_MAY_CHANGE
+    from binarize.train import RESUME_MAY_CHANGE
 
     ignored = [k for k in flags if k not in RESUME_MAY_CHANGE]
     if ignored:
@@ -260,7 +265,7 @@ def _stem(source: str) -> str:
 
 
 def _estimator_name(model: Any) -> str:
-    from binarize.nn.layers import BinaryLayer
+    from binarize.nn import BinaryLayer
 
     layer = next((m for m in model.modules() if isinstance(m, BinaryLayer)), None)
     return getattr(layer.weight_estimator, "name", "binary") if layer is not None else "float"

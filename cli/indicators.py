@@ -8,8 +8,8 @@ import typer
 from rich.table import Table
 
 from binarize import BinarizeConfig, LayerConfig, convert, indicators as measure
-from binarize.analysis.indicators import IndicatorReport, binary_layers
-from binarize.cli._common import (
+from binarize.analysis import IndicatorReport, binary_layers
+from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
@@ -23,18 +23,19 @@ from binarize.cli._common import (
 )
 from binarize.data import check_fits, get_datasets, spec_names
 from binarize.estimators import names as estimator_names
+from binarize.train import CONVERT_ESTIMATOR, DEFAULT_DATA
 
 
 @handles_errors
 def indicators(
     model: str = typer.Argument(..., metavar="SOURCE", help="A binarize checkpoint, or a float model source (converted with --estimator first)."),
-    data: str = typer.Option("digits", "--data", help=f"Data set. {one_of(spec_names())}"),
+    data: str = typer.Option(DEFAULT_DATA, "--data", help=f"Data set. {one_of(spec_names())}"),
     steps: int = typer.Option(20, "--steps", help="Optimizer steps to measure (on a copy; the model file is not changed)."),
     progress: float | None = typer.Option(None, "--progress", help="Hold every estimator schedule at this progress in [0, 1]. Default: the model's own."),
     lr: float = typer.Option(0.01, "--lr", help="SGD learning rate of the measured steps."),
     batch_size: int = typer.Option(64, "--batch-size", help="Batch size of the measured steps."),
     seed: int = typer.Option(0, "--seed", help="Seed for batch order and stochastic estimators."),
-    estimator: str = typer.Option("reste", "--estimator", "-e", help=f"Estimator used to convert a float SOURCE (ignored for converted models). {one_of(estimator_names())}"),
+    estimator: str = typer.Option(CONVERT_ESTIMATOR, "--estimator", "-e", help=f"Estimator used to convert a float SOURCE (ignored for converted models). {one_of(estimator_names())}"),
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Its hyperparameter, e.g. o_end=3."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,

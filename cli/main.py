@@ -2,6 +2,7 @@
 
 import sys
 import typing
+from typing import Any
 from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
@@ -9,11 +10,12 @@ import typer
 from typer.core import TyperGroup
 
 # Typer vendors click and does not re-export its usage-error types.
+from typer._click.core import Context
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.exceptions import Abort
 
-from binarize.cli import eval as eval_cli, export
-from binarize.cli import convert, demo, estimators, finetune, indicators, summary
+from . import eval as eval_cli, export
+from . import convert, demo, estimators, finetune, indicators, summary
 
 #: Placeholders in the style of the tools users know (click's own): ``--lr FLOAT``, not ``<float>``.
 PLACEHOLDERS = {str: "TEXT", int: "INTEGER", float: "FLOAT", Path: "PATH"}
@@ -24,9 +26,10 @@ class ConventionalHelp(TyperGroup):
     arguments by name in capitals, e.g. SOURCE), and repeatable options say so in their help.
     An option that sets its own ``metavar`` keeps it."""
 
-    def get_command(self, ctx: typer.Context, cmd_name: str) -> typer.core.TyperCommand | None:
+    def get_command(self, ctx: Context, cmd_name: str) -> Any:
         command = super().get_command(ctx, cmd_name)
-        for param in command.params if command is not None else ():
+        params: list[Any] = command.params if command is not None else []  # Typer's own parameter types
+        for param in params:
             annotation = param.type_descriptor.annotation
             repeatable = typing.get_origin(annotation) is list
             if param.param_type_name == "argument":
@@ -42,8 +45,8 @@ def _conventional_argument(argument: typer.core.TyperArgument) -> None:
     """``SOURCE`` (required) or ``[MODEL]`` (optional) in the usage line, no ``<str>`` beside it."""
     argument.metavar = argument.metavar or argument.name.upper()
     usage = argument.metavar if argument.required else f"[{argument.metavar}]"
-    argument._usage_display_name = lambda: usage  # Typer would write {SOURCE}
-    argument.display_type_rich = lambda ctx: None
+    argument._usage_display_name = lambda: usage  # type: ignore[method-assign]  # Typer would write {SOURCE}
+    argument.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
 
 
 def show_version(value: bool) -> None:

@@ -8,10 +8,8 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import summarize
-from binarize.analysis.summary import ModelSummary
-from binarize.provenance import input_shape
-from binarize.cli._common import (
+from binarize import ConfigError, ModelSummary, input_shape, summarize
+from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
@@ -23,7 +21,6 @@ from binarize.cli._common import (
     load_source,
     parse_shape,
 )
-from binarize.errors import ConfigError
 
 
 @handles_errors

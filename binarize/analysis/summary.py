@@ -90,6 +90,15 @@ def summarize(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> Model
     """Runs one forward pass (eval mode, no grad) on ``example_inputs`` and counts.
 
     MACs are per example (the batch dimension is divided out).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from binarize import convert, summarize
+        >>> binary = convert(nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)))
+        >>> summary = summarize(binary, (torch.randn(1, 16),))
+        >>> summary.params, summary.binary_params, summary.bops
+        (1732, 1024, 1024)
     """
     batch = int(example_inputs[0].shape[0]) if example_inputs and example_inputs[0].dim() else 1
     macs: dict[str, int] = {}

@@ -130,7 +130,7 @@ def apply_plan(
         layer = resolved(decision.layer) if decision.layer is not None else None
         if layer is not None:
             set_submodule(model, decision.fqn, build_binary(module, layer))
-            for name in {layer.weight_estimator, layer.input_estimator} - {None}:
+            for name in {n for n in (layer.weight_estimator, layer.input_estimator) if n is not None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))
     notes, rewrites = [*warnings_, *(f"rule {pattern!r} matches no layer" for pattern in unmatched)], []

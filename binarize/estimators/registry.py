@@ -14,7 +14,30 @@ _REGISTRY: Registry[type[Estimator]] = Registry("estimator")
 
 
 def register(name: str) -> Callable[[type[Estimator]], type[Estimator]]:
-    """Class decorator registering an `Estimator` subclass under ``name``."""
+    """Class decorator registering an `Estimator` subclass under ``name``.
+
+    Examples:
+        >>> import torch
+        >>> from binarize import estimators
+        >>> @estimators.register("tanh_ste")
+        ... class TanhSTE(estimators.Estimator):
+        ...     paper, summary = "an example", "gradient of tanh"
+        ...     def derivative(self, x):
+        ...         return 1 - torch.tanh(x) ** 2
+        ...     def keep_for_backward(self, x):
+        ...         return x
+        ...     def backward_kept(self, x, grad):
+        ...         return grad * self.derivative(x)
+        ...     def surrogate(self, x):
+        ...         return torch.tanh(x)
+        >>> x = torch.tensor([-2.0, 0.0, 2.0], requires_grad=True)
+        >>> y = estimators.create("tanh_ste")(x)
+        >>> y.tolist()  # sign, with sign(0) = +1
+        [-1.0, 1.0, 1.0]
+        >>> y.sum().backward()
+        >>> [round(g, 4) for g in x.grad.tolist()]
+        [0.0707, 1.0, 0.0707]
+    """
 
     def decorate(cls: type[Estimator]) -> type[Estimator]:
         cls.name = name
@@ -43,6 +66,15 @@ def create(name: str | Estimator, **hparams: Any) -> Estimator:
 
     String values (from the CLI or a recipe) are parsed to the type of the default.
     Unknown keys and unparsable values raise a one-line `ConfigError` listing the valid keys.
+
+    Examples:
+        >>> import torch
+        >>> from binarize import estimators
+        >>> est = estimators.create("reste", o_end="3")  # strings parse to the default's type
+        >>> est.hparams()["o_end"]
+        3.0
+        >>> est(torch.tensor([-0.5, 0.0, 0.5])).tolist()
+        [-1.0, 1.0, 1.0]
     """
     if isinstance(name, Estimator):
         if hparams:

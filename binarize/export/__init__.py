@@ -8,7 +8,7 @@ the packed writer does) imports neither onnx nor onnxruntime.
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from binarize.export.freeze import (
     FrozenBinaryConv1d,
@@ -20,15 +20,38 @@ from binarize.export.freeze import (
     frozen_layers,
 )
 
+if TYPE_CHECKING:  # what type checkers see of the lazy names below
+    from binarize.export.evaluate import (
+        DeployedEval as DeployedEval,
+        DeployedModel as DeployedModel,
+        dataset_batches as dataset_batches,
+        evaluate_file as evaluate_file,
+        load_deployed as load_deployed,
+        random_batches as random_batches,
+    )
+    from binarize.export.onnx import (
+        DEFAULT_OPSET as DEFAULT_OPSET,
+        SOURCE_KEY as SOURCE_KEY,
+        ExportResult as ExportResult,
+        export_onnx as export_onnx,
+        inference_session as inference_session,
+    )
+    from binarize.export.quantize import QuantizeResult as QuantizeResult, quantize_float_layers as quantize_float_layers
+
 _LAZY: dict[str, str] = {
+    "DEFAULT_OPSET": "binarize.export.onnx",
+    "SOURCE_KEY": "binarize.export.onnx",
     "ExportResult": "binarize.export.onnx",
     "export_onnx": "binarize.export.onnx",
     "inference_session": "binarize.export.onnx",
     "QuantizeResult": "binarize.export.quantize",
     "quantize_float_layers": "binarize.export.quantize",
     "DeployedEval": "binarize.export.evaluate",
+    "DeployedModel": "binarize.export.evaluate",
+    "dataset_batches": "binarize.export.evaluate",
     "evaluate_file": "binarize.export.evaluate",
     "load_deployed": "binarize.export.evaluate",
+    "random_batches": "binarize.export.evaluate",
 }
 
 __all__ = [

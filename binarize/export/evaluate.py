@@ -156,9 +156,9 @@ class OpenVINOFile(PackedFile):
         DeployedModel.__init__(self, path)  # not PackedFile's: that would load the packed runtime too
         from binarize.packed.openvino_engine import load_openvino
 
-        self.model = load_openvino(path)
+        self.model = load_openvino(path)  # type: ignore[assignment]  # the PackedModel interface, duck-typed
 
-    def per_layer_times(self, x: Tensor) -> None:
+    def per_layer_times(self, x: Tensor) -> None:  # type: ignore[override]  # OpenVINO has none
         return None
 
 

@@ -84,7 +84,7 @@ class _FrozenConv(FrozenBinaryLayer):
 
     def forward(self, x: Tensor) -> Tensor:
         x = self._prepare(x)
-        padding = self.padding
+        padding: str | tuple[int, ...] | int = self.padding
         if self.padding_mode != "zeros":
             x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
             padding = 0
@@ -144,6 +144,18 @@ def freeze(model: nn.Module) -> nn.Module:
     with standard operations only; stochastic estimators become deterministic (sign, with
     sign(0) = +1). The output equals ``model.eval()``'s up to float rounding. ``model`` itself
     is not changed. Its `binarize.provenance_of` record goes with the copy.
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from binarize import convert, freeze
+        >>> binary = convert(nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)))
+        >>> frozen = freeze(binary)
+        >>> [type(m).__name__ for m in frozen.modules() if "Binary" in type(m).__name__]
+        ['FrozenBinaryLinear']
+        >>> x = torch.randn(3, 16)
+        >>> torch.allclose(frozen(x), binary.eval()(x), atol=1e-5)
+        True
     """
     frozen = copy.deepcopy(model)
     frozen.eval()

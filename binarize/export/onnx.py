@@ -110,6 +110,15 @@ def export_onnx(
     last file written stays for inspection. Refuses to overwrite
     ``path`` unless ``force``. ``metadata`` is stored in the model's ``metadata_props``
     (the CLI records the source it exported from as ``binarize.source``).
+
+    Examples:
+        >>> import torch
+        >>> from torch import nn
+        >>> from binarize import convert, export_onnx
+        >>> binary = convert(nn.Sequential(nn.Linear(16, 32), nn.Linear(32, 32), nn.Linear(32, 4)))
+        >>> result = export_onnx(binary, "model.onnx", (torch.randn(1, 16),))  # checked with onnxruntime
+        >>> result.path.name
+        'model.onnx'
     """
     path = Path(path)
     if path.exists() and not force:
@@ -191,7 +200,7 @@ def _export_with(
     path: Path,
     opset: int,
 ) -> None:
-    common = dict(input_names=names, output_names=[OUTPUT_NAME], opset_version=opset)
+    common = {"input_names": names, "output_names": [OUTPUT_NAME], "opset_version": opset}
     with warnings.catch_warnings(), _silenced_output():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":

@@ -8,8 +8,8 @@ does the same and records the source so checkpoints can rebuild it.
 from binarize.models.registry import create, names, register
 
 # Importing the architecture modules registers them.
-from binarize.models import digits  # noqa: E402,F401  isort: skip
-from binarize.models import cifar  # noqa: E402,F401  isort: skip
-from binarize.models import mnist1d  # noqa: E402,F401  isort: skip
+from binarize.models import digits  # noqa: F401  isort: skip
+from binarize.models import cifar  # noqa: F401  isort: skip
+from binarize.models import mnist1d  # noqa: F401  isort: skip
 
 __all__ = ["create", "names", "register"]

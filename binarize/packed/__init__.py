@@ -21,7 +21,19 @@ __all__ = ["PackedModel", "load_packed", "save_packed"]
 
 def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[torch.Tensor] | None = None, *,
                 force: bool = False, check: bool = True, metadata: Mapping[str, str] | None = None) -> Path:
-    """Writes ``model`` as a packed file (see `binarize.packed.writer.save_packed`)."""
+    """Writes ``model`` as a packed file (see `binarize.packed.writer.save_packed`).
+
+    Examples:
+        >>> import numpy as np, torch
+        >>> from torch import nn
+        >>> from binarize import convert, load_packed, save_packed
+        >>> binary = convert(nn.Sequential(nn.Linear(16, 64), nn.Linear(64, 64), nn.Linear(64, 4)))
+        >>> path = save_packed(binary, "model.bnz", (torch.randn(1, 16),))
+        >>> packed = load_packed(path)  # numpy, onnxruntime and the native kernels; no torch needed
+        >>> x = torch.randn(2, 16)
+        >>> np.allclose(packed(x.numpy()), binary.eval()(x).detach().numpy(), atol=1e-4)
+        True
+    """
     from binarize.packed.writer import save_packed as write
 
     return write(model, path, example_inputs, force=force, check=check, metadata=metadata)

@@ -34,7 +34,7 @@ import numpy as np
 from binarize.errors import ConfigError, FormatError
 from binarize.packed import ops
 from binarize.packed.bits import unpack_signs
-from binarize.packed.format import read_packed
+from binarize.packed.validate import read_packed
 from binarize.packed.kernels import usable_cpus
 
 INSTALL = "pip install 'binarize[openvino]'"

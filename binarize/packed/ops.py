@@ -9,6 +9,7 @@ Imports only onnx and NumPy.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -103,7 +104,7 @@ def register_schemas() -> None:
     ]
     float_type = helper.make_tensor_type_proto(TensorProto.FLOAT, None)
 
-    def output_is_float(context) -> None:
+    def output_is_float(context: Any) -> None:
         context.set_output_type(0, float_type)
 
     for name, attributes in ((CONV, conv_attributes), (LINEAR, [Attr("in_features", defs.OpSchema.AttrType.INT, "K")])):

@@ -23,7 +23,8 @@ import numpy as np
 from binarize.errors import BinarizeError, FormatError
 from binarize.packed import kernels, ops
 from binarize.packed.bits import unpack_signs
-from binarize.packed.format import CHECKSUM_KEY, read_packed
+from binarize.packed.format import CHECKSUM_KEY
+from binarize.packed.validate import read_packed
 from binarize.packed.validate import binary_node_attributes
 
 #: onnxruntime fusions that fold α into ±1 weights and move rounding (see binarize.export.onnx).

@@ -4,13 +4,15 @@ Checks run cheapest first and never allocate beyond what the file itself holds: 
 metadata, every initializer's byte count against its declared shape, the checksum, the graph's
 structure (no subgraphs, functions or external data; tensor inputs and outputs), the size
 arguments of ops that create tensors, `onnx.checker`, then each `binarize` node. Every
-failure is one `FormatError`.
+failure is one `FormatError`. `read_packed` is the one way in: bytes are parsed, then
+validated, before anything else sees them.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -86,7 +88,7 @@ def _check_header(model: Any) -> None:
         if opset.domain in domains:
             raise _bad(f"opset domain {opset.domain!r} imported twice")
         domains[opset.domain] = opset.version
-    for domain, version in domains.items():
+    for domain in domains:
         if domain not in ("", "ai.onnx", ops.DOMAIN):
             raise _bad(f"operator domain {domain[:40]!r} is not allowed (only the ONNX standard and {ops.DOMAIN!r})")
     default = domains.get("", domains.get("ai.onnx"))
@@ -276,3 +278,34 @@ def _check_tensors(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, cons
         value = constants.get(inputs[index])
         if value is None or value.dtype != np.float32 or value.shape != (out,):
             raise _bad(f"{where}: input {index} must be float32 [{out}]")
+
+
+#: protobuf's own message limit; a larger file cannot be an ONNX model anyway
+MAX_FILE_BYTES = (1 << 31) - 1
+
+
+def parse_packed(data: bytes) -> Any:
+    """Bytes → a validated `onnx.ModelProto` (one `FormatError` for any defect)."""
+    import onnx
+    from google.protobuf.message import DecodeError
+
+    model = onnx.ModelProto()
+    try:
+        model.ParseFromString(data)
+    except (DecodeError, RecursionError, ValueError) as err:
+        raise FormatError(f"not an ONNX model ({type(err).__name__})", FIX) from None
+    validate(model)
+    return model
+
+
+def read_packed(path: str | Path) -> Any:
+    """Reads and validates a packed file; returns its `onnx.ModelProto`."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise FormatError(f"{path} has {size} bytes, more than an ONNX model can", FIX)
+        data = path.read_bytes()
+    except OSError as err:
+        raise FormatError(f"cannot read {path} ({err.strerror})", "check the path") from None
+    return parse_packed(data)

@@ -15,6 +15,11 @@ SCHEDULES = ("cosine", "step", "constant")
 DEVICES = ("auto", "cpu", "cuda")
 #: estimators whose papers clip latent weights to [−1, 1] after each step (BinaryConnect, BinaryNet)
 CLIPPING_ESTIMATORS = ("ste", "clipped_ste")
+#: The estimator (weights and inputs) a float model is converted with for fine-tuning when no
+#: recipe names one; `binarize finetune` and `binarize indicators` use it.
+CONVERT_ESTIMATOR = "reste"
+#: The data set a run uses when neither the caller nor the recipe names one: offline, in the package.
+DEFAULT_DATA = "digits"
 
 
 @dataclass(frozen=True)
@@ -129,7 +134,7 @@ def _typed(key: str, value: Any, default: Any) -> Any:
     if not isinstance(value, expected) or (isinstance(value, bool) and bool not in expected):
         names = " or ".join("none" if t is type(None) else t.__name__ for t in expected)
         raise ConfigError(f"finetune {key}={value!r} is not a {names}", f"write e.g. {key} = {default!r}")
-    return float(value) if isinstance(default, float) else value
+    return float(value) if isinstance(default, float) and isinstance(value, (int, float)) else value
 
 
 def _choice(name: str, value: str, choices: tuple[str, ...]) -> None:

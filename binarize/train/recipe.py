@@ -33,7 +33,7 @@ else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
 TABLES = ("recipe", "convert", "finetune")
-RECIPE_KEYS = {"description": str, "model": str, "data": str, "reference": str, "reference_top1": (int, float)}
+RECIPE_KEYS: dict[str, type | tuple[type, ...]] = {"description": str, "model": str, "data": str, "reference": str, "reference_top1": (int, float)}
 
 
 @dataclass(frozen=True)
