@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # what type checkers see: the same names, from the same modules as _EXPORTS
     from binarize._files import check_output as check_output, os_error as os_error
     from binarize._probe import forward_once as forward_once
+    from binarize._version import __version__ as __version__
     from binarize import estimators as estimators
     from binarize.analysis.indicators import indicators as indicators
     from binarize.analysis.summary import ModelSummary as ModelSummary, summarize as summarize
@@ -106,6 +107,7 @@ _EXPORTS: dict[str, str] = {
     "check_output": "binarize._files",
     "forward_once": "binarize._probe",
     "input_shape": "binarize.provenance",
+    "__version__": "binarize._version",
     "ARCHITECTURE_PREFIXES": "binarize.sources",
 }
 
@@ -134,6 +136,7 @@ __all__ = [
     "PackedModel",
     "Provenance",
     "UnsafeSourceError",
+    "__version__",
     "check_output",
     "convert",
     "estimators",

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from binarize._files import atomic_path
+from binarize._version import __version__
 from binarize.conversion.pipeline import plan_records
 from binarize.errors import ModelSourceError, OutputExistsError
 from binarize.integrity import first_non_finite, seal, seal_matches
@@ -40,7 +41,7 @@ def model_record(model: nn.Module) -> dict[str, Any]:
     return {
         "format": FORMAT,
         "version": VERSION,
-        "producer": f"binarize {_version()}",
+        "producer": f"binarize {__version__}",
         "source": dict(origin.source or {"kind": "python"}),
         "config": None if origin.config is None else origin.config.to_dict(),
         "plan": plan_records(model),
@@ -119,11 +120,3 @@ def check_record(record: Mapping[str, Any]) -> None:
             "upgrade binarize",
         )
 
-
-def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("binarize")
-    except PackageNotFoundError:
-        return "unknown"

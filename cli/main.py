@@ -3,7 +3,6 @@
 import sys
 import typing
 from typing import Any
-from importlib.metadata import PackageNotFoundError, version as installed_version
 from pathlib import Path
 
 import typer
@@ -13,6 +12,8 @@ from typer.core import TyperGroup
 from typer._click.core import Context
 from typer._click.exceptions import ClickException, NoArgsIsHelpError
 from typer.exceptions import Abort
+
+import binarize
 
 from . import eval as eval_cli, export
 from . import convert, demo, estimators, finetune, indicators, summary
@@ -51,10 +52,7 @@ def _conventional_argument(argument: typer.core.TyperArgument) -> None:
 
 def show_version(value: bool) -> None:
     if value:
-        try:
-            typer.echo(f"binarize {installed_version('binarize')}")
-        except PackageNotFoundError:  # running from a source tree that was never installed
-            typer.echo("binarize (not installed)")
+        typer.echo(f"binarize {binarize.__version__}")
         raise typer.Exit()
 
 

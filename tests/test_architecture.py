@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 #: ``cli`` the command-line app (installed as ``binarize.cli``).
 LAYERS: tuple[tuple[str, ...], ...] = (
     ("errors",),  # imports nothing of binarize
-    ("_registry", "_files", "_probe", "config", "integrity"),  # import errors only
+    ("_registry", "_files", "_probe", "_version", "config", "integrity"),  # import errors only
     ("functional", "provenance"),  # the sign and the one autograd Function; a model's origin record
     ("estimators",),
     ("nn", "progress"),  # binary layers and frozen layers; set_progress
