@@ -32,7 +32,7 @@ _EXPORTS: dict[str, str] = {
     "load_checkpoint": "binarize.checkpoint",
     "summarize": "binarize.analysis.summary",
     "ModelSummary": "binarize.analysis.summary",
-    "freeze": "binarize.export",
+    "freeze": "binarize.nn.frozen",
     "save_packed": "binarize.packed",
     "load_packed": "binarize.packed",
     "PackedModel": "binarize.packed",

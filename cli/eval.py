@@ -21,7 +21,7 @@ from binarize.cli._common import (
 )
 from binarize.errors import ConfigError
 from binarize.data.splits import DataSplits, check_fits, spec_names
-from binarize.export.evaluate import (
+from binarize.analysis.deployed import (
     DeployedEval,
     DeployedModel,
     dataset_batches,

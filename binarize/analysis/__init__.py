@@ -1,4 +1,6 @@
-"""Analysis of models at any stage: size and operation summaries, estimator indicators."""
+"""Analysis of models at any stage: size and operation summaries, estimator indicators, and
+the evaluation of deployed files (`binarize.analysis.deployed`, imported on use: it reaches
+the ONNX and packed runtimes)."""
 
 from binarize.analysis.summary import LayerSummary, ModelSummary, summarize
 

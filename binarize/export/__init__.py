@@ -1,8 +1,7 @@
-"""Deployment: freeze a binary model to standard ops, export it to ONNX (optionally with int8
-float layers), evaluate deployed files.
+"""Deployment to ONNX: export a binary model (frozen first, see `binarize.nn.frozen`) to
+standard ONNX ops, optionally with int8 float layers.
 
-The ONNX, quantization and evaluation modules load lazily, so that reading frozen layers (as
-the packed writer does) imports neither onnx nor onnxruntime.
+The modules load lazily, so that importing the package imports neither onnx nor onnxruntime.
 """
 
 from __future__ import annotations
@@ -10,37 +9,15 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-from binarize.export.freeze import (
-    FrozenBinaryConv1d,
-    FrozenBinaryConv2d,
-    FrozenBinaryLayer,
-    FrozenBinaryLinear,
-    freeze,
-    freeze_layer,
-    frozen_layers,
-)
-
 _LAZY: dict[str, str] = {
     "ExportResult": "binarize.export.onnx",
     "export_onnx": "binarize.export.onnx",
     "inference_session": "binarize.export.onnx",
     "QuantizeResult": "binarize.export.quantize",
     "quantize_float_layers": "binarize.export.quantize",
-    "DeployedEval": "binarize.export.evaluate",
-    "evaluate_file": "binarize.export.evaluate",
-    "load_deployed": "binarize.export.evaluate",
 }
 
-__all__ = [
-    "FrozenBinaryConv1d",
-    "FrozenBinaryConv2d",
-    "FrozenBinaryLayer",
-    "FrozenBinaryLinear",
-    "freeze",
-    "freeze_layer",
-    "frozen_layers",
-    *_LAZY,
-]
+__all__ = list(_LAZY)
 
 
 def __getattr__(name: str) -> Any:
