@@ -39,7 +39,7 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
         UnsafeSourceError as UnsafeSourceError,
         first_line as first_line,
     )
-    from binarize.export import freeze as freeze
+    from binarize.nn.frozen import freeze as freeze
     from binarize.export.onnx import export_onnx as export_onnx
     from binarize.nn import BinaryConv1d as BinaryConv1d, BinaryConv2d as BinaryConv2d, BinaryLinear as BinaryLinear
     from binarize.packed import PackedModel as PackedModel, load_packed as load_packed, save_packed as save_packed
@@ -92,7 +92,7 @@ _EXPORTS: dict[str, str] = {
     "set_provenance": "binarize.provenance",
     "summarize": "binarize.analysis.summary",
     "ModelSummary": "binarize.analysis.summary",
-    "freeze": "binarize.export",
+    "freeze": "binarize.nn.frozen",
     "save_packed": "binarize.packed",
     "load_packed": "binarize.packed",
     "PackedModel": "binarize.packed",

@@ -144,7 +144,7 @@ def run_demo(
 def deploy(binary: torch.nn.Module, data: Any, example: tuple[torch.Tensor, ...], folder: Path) -> tuple[DeploymentRow, ...]:
     """Saves, exports (ONNX, .bnz) and evaluates ``binary`` in each form against PyTorch."""
     from binarize.checkpoint import save_checkpoint
-    from binarize.export.evaluate import dataset_batches, evaluate_file, load_deployed
+    from binarize.analysis.deployed import dataset_batches, evaluate_file, load_deployed
     from binarize.export.onnx import export_onnx
     from binarize.packed import save_packed
 

@@ -21,7 +21,7 @@ from ._common import (
 )
 from binarize import ConfigError, input_shape
 from binarize.data import DataSplits, check_fits, spec_names
-from binarize.export import (
+from binarize.analysis import (
     DeployedEval,
     DeployedModel,
     dataset_batches,

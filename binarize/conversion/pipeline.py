@@ -16,7 +16,7 @@ from binarize.conversion.copying import copy_model
 from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.signs import informative_fraction, negative_sign_fractions
-from binarize.conversion.swap import build_binary, resolved, set_submodule
+from binarize.conversion.swap import build_binary, resolved
 from binarize.conversion.tracer import called_modules_in_order, trace
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
@@ -129,7 +129,7 @@ def apply_plan(
         module = model.get_submodule(decision.fqn)
         layer = resolved(decision.layer) if decision.layer is not None else None
         if layer is not None:
-            set_submodule(model, decision.fqn, build_binary(module, layer))
+            model.set_submodule(decision.fqn, build_binary(module, layer))
             for name in {n for n in (layer.weight_estimator, layer.input_estimator) if n is not None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
         rows.append(_row(decision.fqn, module, decision.reason, layer))

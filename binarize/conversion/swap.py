@@ -1,4 +1,4 @@
-"""Building binary layers from decisions and putting them in place."""
+"""Building binary layers from conversion decisions (`nn.Module.set_submodule` puts them in place)."""
 
 from __future__ import annotations
 
@@ -39,10 +39,3 @@ def build_binary(module: nn.Module, layer: LayerConfig) -> BinaryLayer:
         scaling=layer.scaling or "channel_mean",
         weight_transform=None if layer.weight_transform in (None, "none") else layer.weight_transform,
     )
-
-
-def set_submodule(root: nn.Module, fqn: str, module: nn.Module) -> None:
-    """Replaces the submodule at ``fqn`` (dotted path) with ``module``."""
-    parent_name, _, child = fqn.rpartition(".")
-    parent = root.get_submodule(parent_name) if parent_name else root
-    setattr(parent, child, module)

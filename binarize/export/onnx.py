@@ -43,8 +43,8 @@ from torch import nn
 
 from binarize._files import atomic_path
 from binarize.errors import ConversionError, ModelSourceError, OutputError, OutputExistsError, first_line
-from binarize.export.freeze import freeze
 from binarize.integrity import first_non_finite
+from binarize.nn.frozen import freeze
 
 MIN_OPSET = 17
 #: The default: the dynamo exporter implements 18 natively (17 would need a version conversion).

@@ -12,6 +12,7 @@ near 0 could then take another sign downstream).
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import asdict
 from typing import Any, TypeVar
 
 import torch
@@ -20,6 +21,7 @@ from torch.nn import functional as F
 
 from binarize.estimators import Estimator, create
 from binarize.functional import sign
+from binarize.nn.geometry import ConvGeometry
 from binarize.nn.scaling import NoScaling, create_scaling
 from binarize.nn.transforms import create_transform
 
@@ -145,13 +147,8 @@ def _conv_kwargs(layer: Any) -> dict[str, Any]:
     return {
         "in_channels": layer.in_channels,
         "out_channels": layer.out_channels,
-        "kernel_size": layer.kernel_size,
-        "stride": layer.stride,
-        "padding": layer.padding,
-        "dilation": layer.dilation,
-        "groups": layer.groups,
         "bias": layer.bias is not None,
-        "padding_mode": layer.padding_mode,
+        **asdict(ConvGeometry.of(layer)),
     }
 
 

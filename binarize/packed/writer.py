@@ -24,9 +24,9 @@ from torch import nn
 
 from binarize._files import atomic_path
 from binarize.errors import ConversionError, OutputError, OutputExistsError
-from binarize.export.freeze import (
+from binarize.nn.frozen import (
+    FrozenBinaryConv,
     FrozenBinaryLayer,
-    FrozenBinaryLinear,
     freeze,
     frozen_layers,
 )
@@ -108,9 +108,9 @@ def _export_marked(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
     marked = frozen if not isinstance(frozen, FrozenBinaryLayer) else nn.Sequential(frozen)
     layers = frozen_layers(marked)
     for name, layer in layers.items():
-        parent_name, _, child = name.rpartition(".")
-        setattr(marked.get_submodule(parent_name) if parent_name else marked, child, _Marked(layer))
-    circular = any(getattr(layer, "padding_mode", "zeros") == "circular" for layer in layers.values())
+        marked.set_submodule(name, _Marked(layer))
+    circular = any(isinstance(layer, FrozenBinaryConv) and layer.geometry.padding_mode == "circular"
+                   for layer in layers.values())
     with tempfile.TemporaryDirectory() as folder:
         onnx_path = Path(folder) / "float.onnx"
         result = export_onnx(marked, onnx_path, example_inputs, check=False, opset=max(DEFAULT_OPSET, 19 * circular))
@@ -188,22 +188,23 @@ class _Rewriter:
                                        else layer.bias.detach().cpu().float().numpy().reshape(out))]
         new_nodes = []
         common = {"binarize_input": int(layer.binary_input)}
-        if isinstance(layer, FrozenBinaryLinear):
-            node = onnx.helper.make_node(ops.LINEAR, inputs, [leave.output[0]], name=name, domain=ops.DOMAIN,
-                                         in_features=signs.shape[1], **common)
-        else:
-            begins, ends = _pads(layer)
-            if layer.padding_mode != "zeros":
+        if isinstance(layer, FrozenBinaryConv):
+            geometry = layer.geometry
+            begins, ends = geometry.sides()
+            if geometry.padding_mode != "zeros":
                 pads = [0, 0, *begins, 0, 0, *ends]
                 padded = f"{name}.padded"
                 new_nodes.append(onnx.helper.make_node(
                     "Pad", [source, self.add_initializer(f"{name}.pads", np.array(pads, np.int64))], [padded],
-                    name=f"{name}.pad", mode=_PAD_MODES[layer.padding_mode]))
-                inputs[0], begins, ends = padded, [0] * len(begins), [0] * len(ends)
+                    name=f"{name}.pad", mode=_PAD_MODES[geometry.padding_mode]))
+                inputs[0], begins, ends = padded, (0,) * len(begins), (0,) * len(ends)
             node = onnx.helper.make_node(
                 ops.CONV, inputs, [leave.output[0]], name=name, domain=ops.DOMAIN, in_channels=layer.in_channels,
-                kernel_shape=list(layer.kernel_size), strides=list(layer.stride), pads=[*begins, *ends],
-                dilations=list(layer.dilation), group=layer.groups, **common)
+                kernel_shape=list(geometry.kernel_size), strides=list(geometry.stride), pads=[*begins, *ends],
+                dilations=list(geometry.dilation), group=geometry.groups, **common)
+        else:
+            node = onnx.helper.make_node(ops.LINEAR, inputs, [leave.output[0]], name=name, domain=ops.DOMAIN,
+                                         in_features=signs.shape[1], **common)
         new_nodes.append(node)
         self.nodes[position:position] = new_nodes
         self.binary.append(node)
@@ -351,17 +352,6 @@ class _Rewriter:
         self.model.opset_import.extend([onnx.helper.make_opsetid("", self.opset),
                                         onnx.helper.make_opsetid(ops.DOMAIN, ops.DOMAIN_VERSION)])
         return self.model
-
-
-def _pads(layer: nn.Module) -> tuple[list[int], list[int]]:
-    """Begin and end padding per spatial dim ('valid' → 0; 'same' → the exporter's split)."""
-    if layer.padding == "valid":
-        zeros = [0] * len(layer.kernel_size)
-        return zeros, zeros
-    if layer.padding == "same":
-        totals = [d * (k - 1) for d, k in zip(layer.dilation, layer.kernel_size)]
-        return [t // 2 for t in totals], [t - t // 2 for t in totals]
-    return list(layer.padding), list(layer.padding)
 
 
 def _per_channel(value: np.ndarray, rank: int, channel: int, out: int) -> np.ndarray | None:

@@ -12,8 +12,8 @@ from binarize import BinarizeConfig, LayerConfig, convert
 from binarize.data.digits import digits_tensors
 from binarize.errors import ConfigError
 from binarize.estimators.dste import DSTE, noise_level, sampled_probabilities
-from binarize.export import freeze
 from binarize.models import create
+from binarize.nn.frozen import freeze
 from binarize.progress import set_progress
 from binarize.train import FinetuneConfig, finetune
 

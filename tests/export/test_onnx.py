@@ -9,9 +9,9 @@ from torch import nn
 
 from binarize import convert
 from binarize.errors import ConversionError, OutputExistsError
-from binarize.export import freeze
 from binarize.export.onnx import TOLERANCE, export_onnx, inference_session, run_session
 from binarize.nn import BinaryConv2d, BinaryLinear
+from binarize.nn.frozen import freeze
 
 
 def small_binary_net() -> nn.Module:

@@ -8,10 +8,10 @@ from onnx import numpy_helper
 from torch import nn
 
 from binarize.errors import ConversionError
-from binarize.export import freeze
 from binarize.export.onnx import export_onnx
 from binarize.export.quantize import float_weight_nodes, quantize_float_layers
 from binarize.nn import BinaryConv2d
+from binarize.nn.frozen import freeze
 
 
 def net() -> nn.Module:

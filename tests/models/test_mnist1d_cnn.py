@@ -9,10 +9,10 @@ import torch
 from torch.utils.data import TensorDataset
 
 from binarize import BinarizeConfig, LayerConfig, convert
-from binarize.export import freeze
 from binarize.export.onnx import export_onnx, inference_session, run_session
 from binarize.models import create
 from binarize.nn import BinaryConv1d
+from binarize.nn.frozen import freeze
 from binarize.packed import load_packed, save_packed
 from binarize.sources import build_architecture
 from binarize.train import FinetuneConfig, finetune

@@ -14,7 +14,7 @@ import torch
 from onnx import helper, numpy_helper
 
 from binarize.errors import FormatError, OutputExistsError
-from binarize.export.freeze import freeze
+from binarize.nn.frozen import freeze
 from binarize.packed import load_packed, ops, save_packed
 from binarize.packed.format import CHECKSUM_KEY, tensor_checksum
 

@@ -16,15 +16,16 @@ from torch.nn import functional as F
 
 from binarize import BinarizeConfig, convert
 from binarize.errors import ConversionError
-from binarize.export.freeze import (
+from binarize.functional import sign
+from binarize.models import create
+from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryLinear
+from binarize.nn.frozen import (
+    FrozenBinaryConv,
     FrozenBinaryLayer,
     FrozenBinaryLinear,
     freeze,
     frozen_layers,
 )
-from binarize.functional import sign
-from binarize.models import create
-from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryLinear
 from binarize.packed import PackedModel, load_packed, save_packed
 
 
@@ -34,11 +35,7 @@ def _integer_dots(layer: FrozenBinaryLayer, x: torch.Tensor) -> np.ndarray:
     xs, signs = sign(x).double(), layer.signs.double()
     if isinstance(layer, FrozenBinaryLinear):
         return F.linear(xs, signs).numpy()
-    padding = layer.padding
-    if layer.padding_mode != "zeros":
-        xs = F.pad(xs, layer._reversed_padding_repeated_twice, mode=layer.padding_mode)
-        padding = 0
-    return type(layer)._conv(xs, signs, None, layer.stride, padding, layer.dilation, layer.groups).numpy()
+    return layer.geometry.convolve(xs, signs).numpy()
 
 
 def assert_agrees(model: nn.Module, x: torch.Tensor, path: Path) -> PackedModel:
@@ -58,8 +55,8 @@ def assert_agrees(model: nn.Module, x: torch.Tensor, path: Path) -> PackedModel:
     assert set(packed.binary_layers) == binary_input and seen  # W1A32 layers run in onnxruntime
     for name in binary_input:
         layer_input = seen[name]
-        if getattr(layers[name], "padding_mode", "zeros") != "zeros":  # a standard Pad node precedes the kernel
-            layer_input = F.pad(layer_input, layers[name]._reversed_padding_repeated_twice, mode=layers[name].padding_mode)
+        if isinstance(layers[name], FrozenBinaryConv):  # a standard Pad node precedes the kernel
+            layer_input = layers[name].geometry.pad(layer_input)
         dots = packed.binary_layers[name].accumulate(layer_input.numpy())
         assert dots.dtype == np.int32
         np.testing.assert_array_equal(dots, _integer_dots(layers[name], seen[name]))

@@ -10,20 +10,20 @@ export and the packed writer see neither estimators nor autograd Functions. α m
 output per channel *before* the bias, which equals ``conv(x_b, signs · α) + bias`` because
 convolution is linear in each output channel's weights.
 
-The attribute names (``signs``, ``alpha``, ``bias``, ``binary_input`` and the convolution
-hyperparameters as on ``nn.Conv2d``) are a stable interface: the packed writer reads them.
+The attribute names (``signs``, ``alpha``, ``bias``, ``binary_input`` and a convolution's
+``geometry``) are a stable interface: the packed writer reads them.
 """
 
 from __future__ import annotations
 
 import copy
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from binarize.functional import sign
+from binarize.nn.geometry import ConvGeometry
 from binarize.nn.layers import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
 
 
@@ -65,43 +65,24 @@ class FrozenBinaryLayer(nn.Module):
         return f"signs={tuple(self.signs.shape)}, binary_input={self.binary_input}, bias={self.bias is not None}"
 
 
-class _FrozenConv(FrozenBinaryLayer):
-    """Convolution hyperparameters stored exactly as ``nn.ConvNd`` stores them."""
-
-    _conv: Any
+class FrozenBinaryConv(FrozenBinaryLayer):
+    """Shared by the frozen convolutions: ``in_channels`` and the source layer's `ConvGeometry`."""
 
     def __init__(self, layer: nn.Module, signs: Tensor, alpha: Tensor, binary_input: bool) -> None:
         super().__init__(signs, alpha, layer.bias, binary_input)
         self.in_channels: int = layer.in_channels
-        self.kernel_size: tuple[int, ...] = tuple(layer.kernel_size)
-        self.stride: tuple[int, ...] = tuple(layer.stride)
-        self.padding: str | tuple[int, ...] = layer.padding if isinstance(layer.padding, str) else tuple(layer.padding)
-        self.dilation: tuple[int, ...] = tuple(layer.dilation)
-        self.groups: int = layer.groups
-        self.padding_mode: str = layer.padding_mode
-        # nn.ConvNd's own precomputation for non-zero padding modes (F.pad order).
-        self._reversed_padding_repeated_twice = list(layer._reversed_padding_repeated_twice)
+        self.geometry = ConvGeometry.of(layer)
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self._prepare(x)
-        padding: str | tuple[int, ...] | int = self.padding
-        if self.padding_mode != "zeros":
-            x = F.pad(x, self._reversed_padding_repeated_twice, mode=self.padding_mode)
-            padding = 0
-        y = type(self)._conv(x, self.signs, None, self.stride, padding, self.dilation, self.groups)
-        return self._scale_and_shift(y, channel_dim=1)
+        return self._scale_and_shift(self.geometry.convolve(self._prepare(x), self.signs), channel_dim=1)
 
 
-class FrozenBinaryConv2d(_FrozenConv):
+class FrozenBinaryConv2d(FrozenBinaryConv):
     """A frozen `BinaryConv2d`: ``conv2d(sign(x), signs) · α + bias``."""
 
-    _conv = staticmethod(F.conv2d)
 
-
-class FrozenBinaryConv1d(_FrozenConv):
+class FrozenBinaryConv1d(FrozenBinaryConv):
     """A frozen `BinaryConv1d`: ``conv1d(sign(x), signs) · α + bias``."""
-
-    _conv = staticmethod(F.conv1d)
 
 
 class FrozenBinaryLinear(FrozenBinaryLayer):
@@ -164,9 +145,7 @@ def freeze(model: nn.Module) -> nn.Module:
         replacement = freeze_layer(layer)
         if not name:
             return replacement.eval()
-        parent_name, _, child = name.rpartition(".")
-        parent = frozen.get_submodule(parent_name) if parent_name else frozen
-        setattr(parent, child, replacement)
+        frozen.set_submodule(name, replacement)
     return frozen
 
 

@@ -6,7 +6,9 @@ from torch import nn
 from torch.nn import functional as F
 
 from binarize import convert, estimators
-from binarize.export import (
+from binarize.functional import sign
+from binarize.nn import BinaryConv1d, BinaryConv2d, BinaryLayer, BinaryLinear
+from binarize.nn.frozen import (
     FrozenBinaryConv1d,
     FrozenBinaryConv2d,
     FrozenBinaryLinear,
@@ -42,7 +44,7 @@ def test_frozen_conv2d_equals_binary_conv2d_in_eval(settings, scaling):
     x[0, 0, :3, :3] = 0.0  # sign(0) = +1 must hold in both
     torch.testing.assert_close(frozen(x), binary.eval()(x), rtol=1e-5, atol=1e-5)
     for name in ("stride", "padding", "dilation", "groups", "padding_mode", "kernel_size"):
-        assert getattr(frozen, name) == getattr(binary, name)
+        assert getattr(frozen.geometry, name) == getattr(binary, name)
     assert frozen.alpha.shape == (8,)
     assert set(frozen.signs.unique().tolist()) <= {-1.0, 1.0}
 

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch.nn import functional as F
 
+from binarize.analysis.deployed import DeployedModel, evaluate_file, load_deployed, random_batches
 from binarize.errors import ConfigError, ModelSourceError
-from binarize.export.evaluate import DeployedModel, evaluate_file, load_deployed, random_batches
 
 
 class ReadsClassFromInput(DeployedModel):

@@ -1,4 +1,5 @@
-"""Evaluate a deployed file — checkpoint (``.pt``), ONNX (``.onnx``) or packed (``.bnz``).
+"""Evaluate a deployed file — checkpoint (``.pt``), ONNX (``.onnx``) or packed (``.bnz``, on
+binarize's runtime or OpenVINO): analysis of any stage, above both exporters.
 
 One small adapter per kind gives a common interface (logits for a batch, thread count, the
 example shape it knows, per-layer time), and `evaluate_file` measures what a deployment
