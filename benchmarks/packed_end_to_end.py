@@ -47,6 +47,7 @@ from binarize.nn import BinaryConv2d
 from binarize.packed import load_packed, save_packed
 from binarize.packed.openvino_engine import load_openvino
 
+
 class _Calibration(CalibrationDataReader):
     def __init__(self, name: str, shape: tuple[int, ...], count: int = 8) -> None:
         rng = np.random.default_rng(0)
@@ -196,7 +197,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
     print("ms: median (min); int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
           "packed file; fixed = RSS of the runtime before it (python, numpy, onnx, onnxruntime, kernels, warmed up)")
     if all("packed_busy" in r for r in rows):
-        print(f"\nwith every core kept busy by other processes (--contention): median (min) ms, busy/idle median")
+        print("\nwith every core kept busy by other processes (--contention): median (min) ms, busy/idle median")
         print(f"{'model':>20} {'thr':>3} {'packed busy':>17} {'busy/idle':>9} {'ort int8 busy':>17} {'busy/idle':>9}")
         for r in rows:
             print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed_busy']):>17} {r['packed_busy_over_idle']:>9.2f} "
