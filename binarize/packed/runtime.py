@@ -4,8 +4,10 @@ At load the file is validated whole (`binarize.packed.validate`), W1A32 nodes ar
 standard ONNX ops (a float Conv/MatMul on their unpacked ±1 weights), and the graph is cut
 into stages: a binary node's stage is one more than its inputs', a float node's is the
 largest of its inputs'. The float nodes of one stage form one in-memory onnxruntime session;
-the binary nodes of a stage run after it in the kernels, which keep their weights packed. A
-call runs that precomputed schedule and frees each value after its last use.
+the binary nodes of a stage run after it in the kernels, which keep their weights packed. Float
+weight matrices (Gemm/MatMul) are fed to their session on each call rather than held by it, so
+they are resident once. A call runs that precomputed schedule and frees each value after its
+last use.
 
 Imports NumPy, onnx and onnxruntime only: neither torch nor numba.
 """
