@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
-from packed_end_to_end import timed  # the end-to-end table's clock
+from packed_timing import timed
 from torch import nn
 
 from binarize import BinarizeConfig, convert

@@ -7,24 +7,23 @@ QOperator; the faster is reported): the deployments a packed file competes with.
 file runs with f32 float parts and with ``int8_float_layers``, and the same file on OpenVINO
 (its BinaryConvolution engine, f32 float parts; needs ``binarize[openvino]``). Threads 1 and 2; each runtime
 is timed in the same process, median and minimum of many calls, with a pause between
-runtimes (idle worker threads of one runtime must not steal the core of the next). Resident
+runtimes (idle worker threads of one runtime must not steal the core of the next); with
+``--contention`` the packed runtime and the int8 session are timed again while other processes
+keep every core busy, and the table gives each one's busy/idle ratio. Resident
 memory after loading each packed file is measured in a fresh process that cannot import torch,
 against the runtime's fixed cost (the same process after loading a tiny packed file).
 Prints a table and writes JSON. Timings on a shared machine are noisy: read the ratios.
 
-    python benchmarks/packed_end_to_end.py [--repeats 50] [--json packed_end_to_end.json]
+    python benchmarks/packed_end_to_end.py [--repeats 50] [--contention] [--json packed_end_to_end.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
-from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from onnxruntime.quantization import (
     quantize_static,
 )
 from onnxruntime.quantization.shape_inference import quant_pre_process
+from packed_timing import busy_cores, timed
 from torch import nn
 
 from binarize import BinarizeConfig, convert
@@ -46,21 +46,6 @@ from binarize.models import create
 from binarize.nn import BinaryConv2d
 from binarize.packed import load_packed, save_packed
 from binarize.packed.openvino_engine import load_openvino
-
-PAUSE_S = 0.5
-
-
-def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median and minimum milliseconds of ``repeats`` calls after warm-up, then a pause."""
-    for _ in range(5):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    time.sleep(PAUSE_S)
-    return {"median_ms": 1e3 * statistics.median(samples), "min_ms": 1e3 * min(samples)}
 
 
 class _Calibration(CalibrationDataReader):
@@ -136,7 +121,7 @@ def models() -> dict[str, tuple[nn.Module, nn.Module, tuple[int, ...]]]:
     }
 
 
-def run(repeats: int) -> list[dict[str, object]]:
+def run(repeats: int, contention: bool) -> list[dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -177,9 +162,23 @@ def run(repeats: int) -> list[dict[str, object]]:
                 row["speedup_vs_int8"] = row[int8]["median_ms"] / packed_ms
                 row["speedup_vs_openvino"] = row["openvino"]["median_ms"] / packed_ms
                 row["int8_float_layers_speedup_vs_int8"] = row[int8]["median_ms"] / row["packed_int8_float_layers"]["median_ms"]
+                if contention:
+                    row.update(contended(packed_path, files[int8.removeprefix("ort_")], threads, feed, repeats))
+                    row["packed_busy_over_idle"] = row["packed_busy"]["median_ms"] / packed_ms
+                    row["int8_busy_over_idle"] = row["ort_int8_busy"]["median_ms"] / row[int8]["median_ms"]
                 row["onnx_fp32_mb"] = files["fp32"].stat().st_size / 2**20
                 rows.append(row)
     return rows
+
+
+def contended(packed_path: Path, int8_path: Path, threads: int, feed: np.ndarray, repeats: int) -> dict[str, object]:
+    """The packed runtime and onnxruntime int8 timed again while other processes keep every core busy."""
+    packed = load_packed(packed_path, threads=threads)
+    runner = session(int8_path, threads)
+    with busy_cores():
+        times = {"packed_busy": timed(partial(packed, feed), repeats),
+                 "ort_int8_busy": timed(partial(runner.run, None, {"x": feed}), repeats)}
+    return times
 
 
 def print_table(rows: list[dict[str, object]]) -> None:
@@ -197,16 +196,24 @@ def print_table(rows: list[dict[str, object]]) -> None:
               f"{r['loaded_mb']:>8.2f} {r['fixed_mb']:>8.1f}")
     print("ms: median (min); int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
           "packed file; fixed = RSS of the runtime before it (python, numpy, onnx, onnxruntime, kernels, warmed up)")
+    if all("packed_busy" in r for r in rows):
+        print("\nwith every core kept busy by other processes (--contention): median (min) ms, busy/idle median")
+        print(f"{'model':>20} {'thr':>3} {'packed busy':>17} {'busy/idle':>9} {'ort int8 busy':>17} {'busy/idle':>9}")
+        for r in rows:
+            print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed_busy']):>17} {r['packed_busy_over_idle']:>9.2f} "
+                  f"{fmt(r['ort_int8_busy']):>17} {r['int8_busy_over_idle']:>9.2f}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement")
     parser.add_argument("--json", default="packed_end_to_end.json", help="where to write the results")
+    parser.add_argument("--contention", action="store_true",
+                        help="also time packed and int8 while other processes keep every core busy")
     args = parser.parse_args()
     from binarize.packed import kernels
 
-    rows = run(args.repeats)
+    rows = run(args.repeats, args.contention)
     print_table(rows)
     with open(args.json, "w") as handle:
         json.dump({"onnxruntime": ort.__version__, "torch": torch.__version__, "kernel_path": kernels.active_path(),

@@ -22,34 +22,18 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
 import onnxruntime as ort
 from onnx import TensorProto, helper, numpy_helper
+from packed_timing import timed
 
 from binarize.packed import kernels
 from binarize.packed.bits import pack_signs
 
 SHAPES = [(56, 64), (28, 128), (14, 256), (7, 512), (8, 64)]  # (spatial size, channels), 3x3, pad 1
-PAUSE_S = 0.3
 # int8 quantization parameters: activations ~N(0, 1) → uint8 with zero point 128
 X_SCALE, W_SCALE, Y_SCALE = 0.02, 0.025, 0.05
-
-
-def timed(fn: Callable[[], object], repeats: int) -> dict[str, float]:
-    """Median and minimum seconds of ``repeats`` calls after a warm-up, then a pause."""
-    for _ in range(max(5, repeats // 10)):
-        fn()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        samples.append(time.perf_counter() - start)
-    time.sleep(PAUSE_S)
-    return {"median": statistics.median(samples), "min": min(samples)}
 
 
 def _tensor(name: str, array: np.ndarray):
@@ -117,18 +101,18 @@ def measure(size: int, channels: int, threads: int, repeats: int) -> dict:
         del session
     # sibling layer objects of the same shape, built one after another: none may be slower
     siblings = [binary_layer(channels, seed) for seed in range(10, 14)]
-    sibling_medians = [timed(lambda s=sibling: s(x), max(20, repeats // 4))["median"] for sibling in siblings]
-    int8 = "qdq" if times["qdq"]["median"] <= times["qop"]["median"] else "qop"
+    sibling_medians = [timed(lambda s=sibling: s(x), max(20, repeats // 4))["median_ms"] for sibling in siblings]
+    int8 = "qdq" if times["qdq"]["median_ms"] <= times["qop"]["median_ms"] else "qop"
     macs = channels * 9 * channels * size * size
-    binary = times["binary"]["median"]
+    binary = times["binary"]["median_ms"]
     return {
         "threads": threads, "shape": f"{size}x{size}x{channels}", "K": channels * 9, "bit_macs": macs,
-        "times_ms": {name: {k: v * 1e3 for k, v in t.items()} for name, t in times.items()},
+        "times": times,
         "int8_encoding": int8,
-        "vs_fp32": times["fp32"]["median"] / binary,
-        "vs_int8": times[int8]["median"] / binary,
-        "tbitmac_per_s_per_core": macs / binary / 1e12 / threads,
-        "tbitmac_per_s_per_core_best": macs / times["binary"]["min"] / 1e12 / threads,
+        "vs_fp32": times["fp32"]["median_ms"] / binary,
+        "vs_int8": times[int8]["median_ms"] / binary,
+        "tbitmac_per_s_per_core": macs / binary / 1e9 / threads,
+        "tbitmac_per_s_per_core_best": macs / times["binary"]["min_ms"] / 1e9 / threads,
         "siblings_slowest_over_fastest": max(sibling_medians) / min(sibling_medians),
     }
 
@@ -144,13 +128,13 @@ def main() -> None:
     one = {r["shape"]: r for r in rows if r["threads"] == 1}
     for r in rows:
         if r["threads"] == 2:
-            r["scaling"] = one[r["shape"]]["times_ms"]["binary"]["median"] / r["times_ms"]["binary"]["median"]
+            r["scaling"] = one[r["shape"]]["times"]["binary"]["median_ms"] / r["times"]["binary"]["median_ms"]
     print(f"kernel path: {kernels.active_path()} (available: {', '.join(kernels.PATHS)}); "
           f"onnxruntime {ort.__version__}; {platform.processor() or platform.machine()}; median (min) ms")
     print(f"{'thr':>3} {'shape':>10} {'K':>5} {'binary':>15} {'ort fp32':>15} {'ort int8':>19} "
           f"{'x fp32':>7} {'x int8':>7} {'T/s/core':>9} {'best':>6} {'scaling':>7} {'siblings':>8}")
     def cell(row: dict, name: str) -> str:
-        return f"{row['times_ms'][name]['median']:.3f} ({row['times_ms'][name]['min']:.3f})"
+        return f"{row['times'][name]['median_ms']:.3f} ({row['times'][name]['min_ms']:.3f})"
 
     for r in rows:
         print(f"{r['threads']:>3} {r['shape']:>10} {r['K']:>5} {cell(r, 'binary'):>15} {cell(r, 'fp32'):>15} "

@@ -296,8 +296,13 @@ static void pack_task(void *ctx, long begin, long end, int worker) {
 }
 
 /* ------------------------------------------------------------------------------------------ */
-/* micro-kernels: popcount(a xor w) summed over T tap-words, for PT pixels x 16 channels        */
-/* a[p] points at pixel p's first word (group included); w at the block's [T][16] weights.      */
+/* micro-kernels: dot = k - 2 * popcount(a xor w) summed over T tap-words, PT pixels x 16      */
+/* channels. a[p] points at pixel p's first word (group included); w at the block's [T][16]     */
+/* weights. The dots go straight into the chunk's channel-major rows, dot[j][column + p] (the   */
+/* layout the epilogue reads), so no transposition pass runs between the two.                  */
+
+#define DOT_COLUMNS (CHUNK + PT_MAX) /* a chunk's pixels plus a short last tile's repeats */
+#define CHUNK 64                     /* pixels per work unit: a multiple of every path's tile */
 
 /* 8 pixels x 16 channels in generic vectors (8 x 64-bit lanes, GCC/Clang vector extensions).
  * One source for two paths, differing only in the lane popcount: compiled for AVX-512 VPOPCNTDQ
@@ -308,7 +313,7 @@ typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
 
 #define DEFINE_TILE(NAME, ATTRIBUTES, POPCOUNT)                                                \
     ATTRIBUTES static void NAME(const uint64_t *const *a, const int64_t *off, int taps, const uint64_t *w, \
-                                int32_t acc[PT_MAX][OT]) {                                     \
+                                int k, int32_t dot[OT][DOT_COLUMNS], int column) {             \
         u64x8 s[8][2];                                                                         \
         for (int p = 0; p < 8; p++) s[p][0] = s[p][1] = (u64x8){0};                            \
         for (int t = 0; t < taps; t++) {                                                       \
@@ -325,8 +330,8 @@ typedef uint64_t u64x8 __attribute__((vector_size(64), aligned(8)));
         }                                                                                      \
         for (int p = 0; p < 8; p++)                                                            \
             for (int lane = 0; lane < 8; lane++) {                                             \
-                acc[p][lane] = (int32_t)s[p][0][lane];                                         \
-                acc[p][8 + lane] = (int32_t)s[p][1][lane];                                     \
+                dot[lane][column + p] = k - 2 * (int32_t)s[p][0][lane];                        \
+                dot[8 + lane][column + p] = k - 2 * (int32_t)s[p][1][lane];                    \
             }                                                                                  \
     }
 
@@ -352,9 +357,15 @@ DEFINE_TILE(tile_avx512, AVX512, popcount_avx512)
 /* 2 pixels x 16 channels, in two passes of 8 channels (2 ymm) so that the 4 accumulators,
  * the table and the temporaries fit the 16 ymm registers (no spilled accumulator chains).
  * Popcount by nibble table (vpshufb): byte counts add up in 8-bit lanes for at most 31 steps
- * (8 per step), then vpsadbw folds them into 64-bit sums. */
+ * (8 per step), then vpsadbw folds them into 64-bit sums.
+ * Measured on Zen 3 (K = 576..4608) and not kept: a third pixel counted with scalar popcnt on
+ * the idle integer ports (no gain: the front end, not the vector ports, is the limit), and
+ * 4 pixels per tile (the 8 byte accumulators spill). Harley-Seal carry-save adders over taps
+ * need 4 state vectors per accumulator and a final popcount of each: by operation count at
+ * most 14 % fewer instructions at K = 4608 (72 tap-words), none at K <= 1152. */
 __attribute__((target("avx2"))) static void tile_avx2(const uint64_t *const *a, const int64_t *off, int taps,
-                                                       const uint64_t *w, int32_t acc[PT_MAX][OT]) {
+                                                       const uint64_t *w, int k, int32_t dot[OT][DOT_COLUMNS],
+                                                       int column) {
     const __m256i table = _mm256_setr_epi8(0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4,
                                            0, 1, 1, 2, 1, 2, 2, 3, 1, 2, 2, 3, 2, 3, 3, 4);
     const __m256i low = _mm256_set1_epi8(0x0f), zero = _mm256_setzero_si256();
@@ -386,20 +397,23 @@ __attribute__((target("avx2"))) static void tile_avx2(const uint64_t *const *a, 
             total10 = _mm256_add_epi64(total10, _mm256_sad_epu8(b10, zero));
             total11 = _mm256_add_epi64(total11, _mm256_sad_epu8(b11, zero));
         }
-        const __m256i order = _mm256_setr_epi32(0, 2, 4, 6, 0, 2, 4, 6); /* low halves of 64-bit sums */
-        _mm_storeu_si128((__m128i *)(acc[0] + 8 * half),
-                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total00, order)));
-        _mm_storeu_si128((__m128i *)(acc[0] + 8 * half + 4),
-                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total01, order)));
-        _mm_storeu_si128((__m128i *)(acc[1] + 8 * half),
-                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total10, order)));
-        _mm_storeu_si128((__m128i *)(acc[1] + 8 * half + 4),
-                         _mm256_castsi256_si128(_mm256_permutevar8x32_epi32(total11, order)));
+        /* lane j of pixel 0's and pixel 1's 64-bit sums -> one 64-bit store of the two int32 dots
+         * at dot[j][column], dot[j][column + 1] */
+        const __m256i kk = _mm256_set1_epi64x(k);
+        const __m256i low_dots = _mm256_sub_epi64(kk, _mm256_add_epi64(total00, total00));
+        const __m256i high_dots = _mm256_sub_epi64(kk, _mm256_add_epi64(total01, total01));
+        const __m256i pairs_low = _mm256_blend_epi32(low_dots, _mm256_slli_epi64(_mm256_sub_epi64(kk, _mm256_add_epi64(total10, total10)), 32), 0xaa);
+        const __m256i pairs_high = _mm256_blend_epi32(high_dots, _mm256_slli_epi64(_mm256_sub_epi64(kk, _mm256_add_epi64(total11, total11)), 32), 0xaa);
+        int64_t lanes[8];
+        _mm256_storeu_si256((__m256i *)lanes, pairs_low);
+        _mm256_storeu_si256((__m256i *)(lanes + 4), pairs_high);
+        for (int j = 0; j < 8; j++) memcpy(&dot[8 * half + j][column], &lanes[j], sizeof lanes[j]);
     }
 }
 #endif
 
-typedef void (*tile_fn)(const uint64_t *const *, const int64_t *, int, const uint64_t *, int32_t[PT_MAX][OT]);
+typedef void (*tile_fn)(const uint64_t *const *, const int64_t *, int, const uint64_t *, int, int32_t[OT][DOT_COLUMNS],
+                        int);
 
 static tile_fn tile_kernel(int path) {
 #if defined(BNZ_X86)
@@ -415,7 +429,6 @@ static tile_fn tile_kernel(int path) {
 /* one image). A chunk's pixels are consecutive in every output plane, so the epilogue runs as  */
 /* contiguous (vectorizable) loops per channel once the micro-kernels have filled the chunk.    */
 
-#define CHUNK 64 /* a multiple of every path's pixels per tile */
 
 /* The taps (i*kw + j) of output (oy, ox) that fall into the zero padding; returns how many. */
 static int padding_taps(const geometry *g, int oy, int ox, int *taps) {
@@ -466,8 +479,7 @@ static void conv_task(void *ctx, long begin, long end, int worker) {
     const tile_fn tile = tile_kernel(call->path);
     const long plane = (long)g->ho * g->wo, chunks = (plane + CHUNK - 1) / CHUNK;
     const long words_per_pixel = (long)g->groups * g->cw;
-    int32_t acc[PT_MAX][OT];
-    int32_t dot[OT][CHUNK];
+    int32_t dot[OT][DOT_COLUMNS];
     const uint64_t *a[CHUNK + PT_MAX];
     int edge[CHUNK], rows[CHUNK], cols[CHUNK];
     int *taps_out = call->tap_lists + (long)worker * g->kh * g->kw;
@@ -486,10 +498,7 @@ static void conv_task(void *ctx, long begin, long end, int worker) {
         }
         for (int p = count; p < count + pixels_per_tile; p++) a[p] = a[count - 1]; /* short tiles repeat */
         for (int t0 = 0; t0 < count; t0 += pixels_per_tile) {
-            tile(a + t0, call->offsets, g->taps, call->b + block * g->taps * OT, acc);
-            const int real = count - t0 < pixels_per_tile ? count - t0 : pixels_per_tile;
-            for (int p = 0; p < real; p++)
-                for (int j = 0; j < OT; j++) dot[j][t0 + p] = g->k - 2 * acc[p][j];
+            tile(a + t0, call->offsets, g->taps, call->b + block * g->taps * OT, g->k, dot, t0);
         }
         const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
         for (int e = 0; e < edges; e++) { /* remove the padding taps' weight sums */

@@ -117,7 +117,7 @@ def _export_marked(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...]) 
         if result.exporter != "torchscript":
             raise ConversionError("the model exports to ONNX only through the dynamo exporter, which the packed "
                                   "writer cannot rewrite", "deploy it with `binarize export --onnx`")
-        model = onnx.shape_inference.infer_shapes(onnx.load(str(onnx_path)))
+        model = onnx.shape_inference.infer_shapes(_fold_small_constants(onnx.load(str(onnx_path))))
     rewriter = _Rewriter(model)
     for name, layer in layers.items():
         rewriter.replace_layer(name, layer)
@@ -352,6 +352,45 @@ class _Rewriter:
         self.model.opset_import.extend([onnx.helper.make_opsetid("", self.opset),
                                         onnx.helper.make_opsetid(ops.DOMAIN, ops.DOMAIN_VERSION)])
         return self.model
+
+
+#: the largest computed constant folded into an initializer (elements): shapes and pads, not weights
+_FOLD_LIMIT = 4096
+_NOT_FOLDED = {"Constant", "Identity", "If", "Loop", "Scan", "RandomNormal", "RandomNormalLike", "RandomUniform",
+               "RandomUniformLike", "Multinomial", "Bernoulli"}
+
+
+def _fold_small_constants(model: Any) -> Any:
+    """Nodes computed from constants only (the exporter's shape arithmetic, e.g. the channel pads
+    of an option-A shortcut) replaced by their small results, so that shape inference knows the
+    shapes after them: a residual Add whose other operand was padded that way fuses into the
+    binary node before it instead of leaving a float segment behind."""
+    from onnx.reference import ReferenceEvaluator
+
+    graph = model.graph
+    values = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    folded, kept = [], []
+    for node in graph.node:
+        if node.op_type == "Constant" and len(node.attribute) == 1 and node.attribute[0].name == "value":
+            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+        if node.op_type in _NOT_FOLDED or node.domain not in ("", "ai.onnx") or not all(i in values for i in node.input if i):
+            kept.append(node)
+            continue
+        inputs = [onnx.numpy_helper.from_array(values[i], i) for i in dict.fromkeys(i for i in node.input if i)]
+        single = onnx.helper.make_model(
+            onnx.helper.make_graph([node], "fold", [], [onnx.helper.make_empty_tensor_value_info(o) for o in node.output],
+                                   inputs), opset_imports=model.opset_import, ir_version=model.ir_version)
+        results = ReferenceEvaluator(single).run(None, {})
+        if any(np.asarray(r).size > _FOLD_LIMIT for r in results):
+            kept.append(node)
+            continue
+        for name, result in zip(node.output, results):
+            values[name] = np.asarray(result)
+            folded.append(onnx.numpy_helper.from_array(np.asarray(result), name))
+    del graph.node[:]
+    graph.node.extend(kept)
+    graph.initializer.extend(folded)
+    return model
 
 
 def _per_channel(value: np.ndarray, rank: int, channel: int, out: int) -> np.ndarray | None:

@@ -79,6 +79,9 @@ def test_resnet20_all_layers_binary_but_stem_and_head(tmp_path: Path) -> None:
     x = torch.randn(4, 3, 32, 32)
     packed = assert_agrees(_converted(create("resnet20"), x), x, tmp_path / "resnet20.bnz")
     assert len(packed.binary_layers) == 18
+    # stem, the two option-A shortcuts (strided slice + channel pad: computed from constants by the
+    # exporter, folded so that the residual Add and Clip fuse into the binary conv), head
+    assert list(packed.step_kinds().values()).count("float") == 4
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
@@ -163,6 +166,28 @@ def test_bireal_resnet18_is_one_bit_in_the_file_and_in_memory(tmp_path: Path) ->
     binary_weights = sum(layer.signs.numel() for layer in frozen_layers(freeze(model)).values())
     assert len(packed.binary_layers) == 16
     assert binary_weights / 8 <= packed.weight_bytes < binary_weights / 8 * 1.2  # the kernels pad rows a little
+
+
+def test_float_matrices_are_fed_not_held_by_the_session() -> None:
+    """A Gemm/MatMul weight leaves the segment's initializers for a graph input the step feeds
+    (onnxruntime reads it in place instead of holding a second copy); conv weights stay."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from binarize.packed.runtime import _fed_weights
+
+    rng = np.random.default_rng(0)
+    matrix, kernel = rng.standard_normal((6, 4)).astype(np.float32), rng.standard_normal((2, 1, 1, 1)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Gemm", ["x", "m"], ["y"], transB=1), helper.make_node("Conv", ["image", "k"], ["z"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4]),
+         helper.make_tensor_value_info("image", TensorProto.FLOAT, [1, 1, 2, 2])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None), helper.make_tensor_value_info("z", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(matrix, "m"), numpy_helper.from_array(kernel, "k")])
+    model = helper.make_model(graph)
+    weights = _fed_weights(model)
+    assert list(weights) == ["m"] and np.array_equal(weights["m"], matrix)
+    assert [t.name for t in model.graph.initializer] == ["k"]
+    assert [v.name for v in model.graph.input] == ["x", "image", "m"]
 
 
 def test_step_times_and_kinds(small_bnz: Path) -> None:
