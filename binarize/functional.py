@@ -10,6 +10,7 @@ nothing reads a tensor back to the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import torch
@@ -26,6 +27,32 @@ def sign(x: Tensor) -> Tensor:
     export it as the standard ONNX ops GreaterOrEqual and Where. ``-0.0`` gives +1, like 0.
     """
     return torch.where(x >= 0, x.new_ones(()), -1.0)
+
+
+def training_sign(x: Tensor) -> Tensor:
+    """`sign`'s ±1 (sign(0) = sign(−0) = +1) for the training forward pass: cheaper in eager.
+
+    Eager computes ``copysign(1, x + 0.0)``, two vectorised passes into one new tensor, where
+    the bool mask and ``where`` of `sign` cost about four times as much on CPU (``+ 0.0`` turns
+    −0.0 into +0.0). Under ``torch.compile`` it is `sign` itself: inductor fuses the select into
+    one loop and would fold the ``+ 0.0`` away. Values equal `sign`'s except for NaN inputs; not
+    for export (ONNX has no CopySign): frozen models use `sign`.
+    """
+    if torch.compiler.is_compiling():
+        return sign(x)
+    with torch.no_grad():  # ±1 has no gradient path to x, as with `sign` (and out= needs that)
+        shifted = x + 0.0
+        return torch.copysign(x.new_ones(()), shifted, out=shifted)
+
+
+def indicator(compare: Callable[..., Tensor], x: Tensor, bound: Tensor | float) -> Tensor:
+    """``compare(x, bound)`` (e.g. ``torch.le``) as 1.0/0.0 in ``x``'s dtype, a new tensor.
+
+    The comparison writes straight into a float tensor: one pass, where a bool mask takes a
+    slow conversion (or a slower ``where``) before it can multiply anything in eager on CPU.
+    Rules then blend branches with ``lerp`` on these weights, which is exact at 0 and 1.
+    """
+    return compare(x, bound, out=torch.empty_like(x))
 
 
 class Binarize(torch.autograd.Function):
