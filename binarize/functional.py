@@ -30,19 +30,14 @@ def sign(x: Tensor) -> Tensor:
 
 
 def training_sign(x: Tensor) -> Tensor:
-    """`sign`'s ±1 (sign(0) = sign(−0) = +1) for the training forward pass: cheaper in eager.
+    """`sign`'s values (sign(0) = sign(−0) = +1, NaN → −1) for the training forward pass.
 
-    Eager computes ``copysign(1, x + 0.0)``, two vectorised passes into one new tensor, where
-    the bool mask and ``where`` of `sign` cost about four times as much on CPU (``+ 0.0`` turns
-    −0.0 into +0.0). Under ``torch.compile`` it is `sign` itself: inductor fuses the select into
-    one loop and would fold the ``+ 0.0`` away. Values equal `sign`'s except for NaN inputs; not
-    for export (ONNX has no CopySign): frozen models use `sign`.
+    ``x ≥ 0`` written straight into a float tensor as 1.0/0.0, then ·2 − 1 in place: three
+    vectorised passes into one new tensor, where `sign`'s bool mask and ``where`` cost five
+    times as much in eager on CPU (measured on 2.4 M elements). Not for export: frozen models
+    use `sign`, which exports as the standard ONNX ops.
     """
-    if torch.compiler.is_compiling():
-        return sign(x)
-    with torch.no_grad():  # ±1 has no gradient path to x, as with `sign` (and out= needs that)
-        shifted = x + 0.0
-        return torch.copysign(x.new_ones(()), shifted, out=shifted)
+    return indicator(torch.ge, x, 0.0).mul_(2.0).sub_(1.0)
 
 
 def indicator(compare: Callable[..., Tensor], x: Tensor, bound: Tensor | float) -> Tensor:
