@@ -26,12 +26,13 @@ class LibraPB(nn.Module):
         # layer_norm over each output channel is this standardisation in one fused kernel,
         # forward and backward, where mean, subtract, std and divide each took a pass over the
         # weights both ways (every step). It divides by the biased std: its affine weight
-        # √((n−1)/n) makes that the unbiased one. eps = tiny keeps a constant channel finite
-        # (all zeros, hence +1) instead of NaN.
+        # √((n−1)/n) makes that the unbiased one. eps = √tiny (1e-19 in float32, far below any
+        # weight variance) keeps a constant channel finite, all zeros (hence +1), and its
+        # gradient too (backward takes 1/std³, which overflows for a smaller eps).
         per_channel = weight.shape[1:]
         n = weight[0].numel()
         unbias = weight.new_full(per_channel, math.sqrt((n - 1) / n))
-        return F.layer_norm(weight, per_channel, unbias, None, eps=torch.finfo(weight.dtype).tiny)
+        return F.layer_norm(weight, per_channel, unbias, None, eps=math.sqrt(torch.finfo(weight.dtype).tiny))
 
 
 @register_scaling("power_of_two")
