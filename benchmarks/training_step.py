@@ -8,11 +8,17 @@ same model and mode, images/s, peak memory (CUDA) or peak RSS delta (CPU, Linux)
 autograd saves for backward in one step, and graph breaks / compiled graphs counted with
 ``torch._dynamo`` counters (progress changes every step, so a recompile would show up as an
 extra graph). Configurations are measured round-robin for ``--rounds`` rounds and the fastest
-round is kept, which keeps ratios meaningful on a shared machine. Prints a table and writes JSON.
+round is kept, which keeps ratios meaningful on a shared machine; on a crowded one
+``--clock cpu --threads 1`` times steps by this process's CPU time instead of wall time (with one
+thread that is the step's own work, whatever else runs). Prints a table and writes JSON.
 
     python benchmarks/training_step.py                      # CPU: batch 8 at 112 px, a few minutes
     python benchmarks/training_step.py --models resnet18 --modes eager --json out.json
     python benchmarks/training_step.py --device cuda --batch 256 --size 224 --dtypes fp32,bf16
+    python benchmarks/training_step.py --models resnet18 --modes eager --profile reste
+
+``--profile NAME`` also runs ``torch.profiler`` over the timed steps of float and of estimator
+NAME (eager) and prints the kernels by self CPU time side by side: where the gap goes.
 """
 
 from __future__ import annotations
@@ -161,16 +167,20 @@ def warm_up(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, torc
     case.row["graph_breaks"], case.row["graphs"] = dynamo_counts() if case.mode == "compiled" else (None, None)
 
 
+def clock(args: argparse.Namespace) -> float:
+    return time.process_time() if args.clock == "cpu" else time.perf_counter()
+
+
 def timed_round(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
     torch._dynamo.utils.counters.clear()
     times = []
     for i in range(args.steps):
         set_progress(case.net, (args.warmup + i) / (args.warmup + args.steps))
         synchronize(device)
-        start = time.perf_counter()
+        start = clock(args)
         case.step(*data)
         synchronize(device)
-        times.append(time.perf_counter() - start)
+        times.append(clock(args) - start)
     case.times.append(statistics.median(times))
     if case.mode == "compiled":  # any graph compiled after warm-up is a recompile
         case.row["recompiles"] = case.row.get("recompiles", 0) + dynamo_counts()[1]
@@ -190,8 +200,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="round-robin rounds; the fastest is kept")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend for the compiled mode")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="cpu: process CPU time (crowded CPU machines, with --threads 1)")
+    parser.add_argument("--profile", default=None, help="estimator whose kernels to compare with float's (torch.profiler)")
     parser.add_argument("--json", default="training_step.json")
     args = parser.parse_args()
+    if args.clock == "cpu" and args.device != "cpu":
+        parser.error("--clock cpu times CPU work only: use it with --device cpu")
+    if args.profile and (args.profile in SKIPPED or args.profile not in estimators.names() or "eager" not in args.modes):
+        parser.error(f"--profile {args.profile}: give a benchmarked estimator, with eager among --modes")
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     args.dtypes = args.dtypes or (["fp32", "bf16"] if cuda else ["fp32"])
@@ -208,7 +224,8 @@ def main() -> None:
         torch.randn(args.batch, 3, args.size, args.size, generator=generator).to(device),
         torch.randint(0, 1000, (args.batch,), generator=generator).to(device),
     )
-    rows = []
+    rows: list[dict[str, Any]] = []
+    profiles: list[dict[str, Any]] = []
     for model_name in args.models:  # one model's cases at a time: resnet50 × 16 would not fit
         cases = prepare(model_name, args, device)
         for case in cases:
@@ -217,6 +234,8 @@ def main() -> None:
             for case in cases:
                 timed_round(case, args, data, device)
         floats = {(c.mode, c.dtype): min(c.times) for c in cases if c.estimator == "float"}
+        if args.profile:
+            profiles.append(profile_gap(model_name, cases, args, data))
         for case in cases:
             step_s = min(case.times)
             rows.append(
@@ -225,13 +244,33 @@ def main() -> None:
                  "images_per_s": args.batch / step_s, **case.row}
             )
         del cases
-    report(rows, args, device)
+    report(rows, profiles, args, device)
 
 
-def report(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.device) -> None:
+def kernel_times(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, float]:
+    """Self CPU milliseconds per step of each aten kernel over ``args.steps`` steps."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        for i in range(args.steps):
+            set_progress(case.net, (args.warmup + i) / (args.warmup + args.steps))
+            case.step(*data)
+    return {e.key: e.self_cpu_time_total / 1e3 / args.steps for e in prof.key_averages() if e.key.startswith("aten::")}
+
+
+def profile_gap(model_name: str, cases: list[Case], args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor]) -> dict[str, Any]:
+    """Kernels of float and of estimator ``args.profile`` (eager, first dtype), sorted by the
+    time the binary step spends in them beyond float's."""
+    pick = {c.estimator: c for c in cases if c.mode == "eager" and c.dtype == args.dtypes[0]}
+    base, binary = kernel_times(pick["float"], args, data), kernel_times(pick[args.profile], args, data)
+    kernels = sorted(set(base) | set(binary), key=lambda k: binary.get(k, 0.0) - base.get(k, 0.0), reverse=True)
+    return {"model": model_name, "estimator": args.profile, "total_ms": [sum(base.values()), sum(binary.values())],
+            "kernels": [{"kernel": k, "float_ms": base.get(k, 0.0), "binary_ms": binary.get(k, 0.0)} for k in kernels]}
+
+
+def report(rows: list[dict[str, Any]], profiles: list[dict[str, Any]], args: argparse.Namespace, device: torch.device) -> None:
     memory = "peak MiB" if device.type == "cuda" else "peak RSS Δ MiB"
     header = f"{'model':<9} {'estimator':<11} {'mode':<8} {'dtype':<5} {'step ms':>8} {'× float':>7} {'img/s':>7} {memory:>14} {'saved MiB':>9} {'breaks':>6} {'graphs':>6} {'recomp':>6}"
-    print(f"device {device}, batch {args.batch}, {args.size}×{args.size}, threads {torch.get_num_threads()}, torch {torch.__version__}")
+    print(f"device {device}, batch {args.batch}, {args.size}×{args.size}, threads {torch.get_num_threads()}, "
+          f"{args.clock} clock, torch {torch.__version__}")
     print(header)
     print("-" * len(header))
 
@@ -246,9 +285,16 @@ def report(rows: list[dict[str, Any]], args: argparse.Namespace, device: torch.d
         )
     for name, why in SKIPPED.items():
         print(f"{name}: skipped, {why}")
+    for prof in profiles:
+        print(f"\n{prof['model']}: self CPU ms per step by kernel, float vs {prof['estimator']} (profiled, eager)")
+        print(f"{'kernel':<40} {'float':>8} {prof['estimator']:>11} {'Δ':>8}")
+        for k in prof["kernels"][:15]:
+            print(f"{k['kernel']:<40} {k['float_ms']:8.1f} {k['binary_ms']:11.1f} {k['binary_ms'] - k['float_ms']:8.1f}")
+        base, binary = prof["total_ms"]
+        print(f"{'all aten kernels':<40} {base:8.1f} {binary:11.1f} {binary - base:8.1f}")
     meta = {"device": str(device), "batch": args.batch, "size": args.size, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "backend": args.backend, "steps": args.steps, "rounds": args.rounds}
-    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "skipped": SKIPPED}, indent=2))
+            "torch": torch.__version__, "backend": args.backend, "clock": args.clock, "steps": args.steps, "rounds": args.rounds}
+    Path(args.json).write_text(json.dumps({"meta": meta, "rows": rows, "profiles": profiles, "skipped": SKIPPED}, indent=2))
     print(f"wrote {args.json}")
 
 

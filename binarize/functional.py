@@ -10,6 +10,7 @@ nothing reads a tensor back to the host.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -26,6 +27,27 @@ def sign(x: Tensor) -> Tensor:
     export it as the standard ONNX ops GreaterOrEqual and Where. ``-0.0`` gives +1, like 0.
     """
     return torch.where(x >= 0, x.new_ones(()), -1.0)
+
+
+def training_sign(x: Tensor) -> Tensor:
+    """`sign`'s values (sign(0) = sign(−0) = +1, NaN → −1) for the training forward pass.
+
+    ``x ≥ 0`` written straight into a float tensor as 1.0/0.0, then ·2 − 1 in place: three
+    vectorised passes into one new tensor, where `sign`'s bool mask and ``where`` cost five
+    times as much in eager on CPU (measured on 2.4 M elements). Not for export: frozen models
+    use `sign`, which exports as the standard ONNX ops.
+    """
+    return indicator(torch.ge, x, 0.0).mul_(2.0).sub_(1.0)
+
+
+def indicator(compare: Callable[..., Tensor], x: Tensor, bound: Tensor | float) -> Tensor:
+    """``compare(x, bound)`` (e.g. ``torch.le``) as 1.0/0.0 in ``x``'s dtype, a new tensor.
+
+    The comparison writes straight into a float tensor: one pass, where a bool mask takes a
+    slow conversion (or a slower ``where``) before it can multiply anything in eager on CPU.
+    Rules then blend branches with ``lerp`` on these weights, which is exact at 0 and 1.
+    """
+    return compare(x, bound, out=torch.empty_like(x))
 
 
 class Binarize(torch.autograd.Function):

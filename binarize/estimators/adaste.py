@@ -12,7 +12,7 @@ from torch import Tensor
 
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
-from binarize.functional import sign
+from binarize.functional import indicator, training_sign
 
 
 @register("adaste")
@@ -59,19 +59,20 @@ class AdaSTE(Estimator):
         self.beta.fill_(min(self.beta0 * self.growth ** (progress * self.e_ref + 1.0), 1.0 / self.alpha))
 
     def forward_value(self, x: Tensor) -> Tensor:
-        return self.surrogate(x) if self.training else sign(x)
+        return self.surrogate(x) if self.training else training_sign(x)
 
     def surrogate(self, x: Tensor) -> Tensor:
         """The relaxed weight w*(θ) at the current β."""
         beta = self.beta
-        return ((x + beta * (1.0 + self.alpha) * sign(x)) / (1.0 + beta)).clamp(-1.0, 1.0)
+        # in place on the new sign tensor, with the rounding of (θ + β(1+α)·sign θ)/(1+β)
+        return training_sign(x).mul_(beta * (1.0 + self.alpha)).add_(x).div_(1.0 + beta).clamp_(-1.0, 1.0)
 
     def derivative(self, x: Tensor) -> Tensor:
         """dw*/dθ = 1/(1+β) where w* is not clipped: the factor s takes without a usable g."""
         return (self.surrogate(x).abs() < 1.0).to(x.dtype) / (1.0 + self.beta)
 
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
-        return grad * self.factor(x, grad)
+        return self.factor(x, grad).mul_(grad)
 
     def factor(self, theta: Tensor, grad: Tensor) -> Tensor:
         """s(θ, g), the adaptive factor multiplying the upstream gradient."""
@@ -82,19 +83,26 @@ class AdaSTE(Estimator):
         # its inward step is clip(1/|θ|, 0, ½) and the default factor is 1.
         capped = beta * alpha >= 1.0
         one = torch.ones_like(beta)
+
+        def constant(capped_value: Tensor | float, value: Tensor) -> Tensor:  # 0-d, in θ's dtype
+            return torch.where(capped, capped_value, value).to(theta.dtype)
+
+        default = constant(one, 1.0 / (1.0 + beta))
+        threshold = constant(1e-3, (1.0 - beta * alpha).clamp(min=self.eps_theta))
         magnitude = theta.abs()
-        inward = torch.sign(grad) == torch.sign(theta)
-        usable = grad.abs() > self.eps_g
-        half = 0.5
-        default = torch.where(capped, one, 1.0 / (1.0 + beta))
-        safe = magnitude.clamp(min=self.eps_theta)
-        threshold = torch.where(capped, 1e-3, (1.0 - beta * alpha).clamp(min=self.eps_theta))
-        saturated = usable & (magnitude > threshold)
-        mid = usable & (magnitude > self.eps_theta) & (magnitude < 1.0 - beta * alpha)
-        numerator = torch.where(capped, one, 1.0 + 2.0 * beta + beta * alpha)
-        saturated_in = (numerator / (torch.where(capped, one, 1.0 + beta) * safe)).clamp(0.0, half)
-        # the official code's numerator 2β(1+α) − θ breaks the ±θ symmetry (see the spec)
+        # Branches as 1.0/0.0 weights blended with `lerp` (exact at 0 and 1; `where` on full
+        # tensors is a slow kernel on CPU). Inward: sign(g) = sign(θ); it is read only where
+        # |g| > ε_g and |θ| > ε_θ, both nonzero, so θ·g > 0 says it.
+        inward = (theta * grad).gt_(0.0)
+        usable = grad.abs().gt_(self.eps_g)
+        mid = indicator(torch.gt, magnitude, self.eps_theta).mul_(indicator(torch.lt, magnitude, 1.0 - beta * alpha))
+        saturated = indicator(torch.gt, magnitude, threshold)
+        # inward factor clip((A + B·pull)/(D·|θ|), 0, ½): (A, B) = (2β(1+α), 1) in the mid region,
+        # (1 + 2β + βα, 0) when saturated; the official code's pull −θ breaks the ±θ symmetry
         pull = -theta if self.official_asymmetry else magnitude
-        mid_in = ((2.0 * beta * (1.0 + alpha) + pull) / ((1.0 + beta) * safe)).clamp(0.0, half)
-        out = torch.where(saturated, torch.where(inward, saturated_in, 0.0), default)
-        return torch.where(mid, torch.where(inward, mid_in, default), out)
+        numerator = torch.lerp(constant(one, 1.0 + 2.0 * beta + beta * alpha), (2.0 * beta * (1.0 + alpha)).to(theta.dtype), mid)
+        denominator = magnitude.clamp(min=self.eps_theta).mul_(constant(one, 1.0 + beta))
+        inward_factor = numerator.addcmul_(mid, pull).div_(denominator).clamp_(0.0, 0.5)
+        # outward: the default in the mid region, 0 when saturated
+        chosen = (mid * default).lerp_(inward_factor, inward)
+        return torch.lerp(default, chosen, usable.mul_(mid + saturated))

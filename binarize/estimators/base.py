@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize.errors import ConfigError
-from binarize.functional import Binarize, sign
+from binarize.functional import Binarize, training_sign
 
 
 class Estimator(nn.Module):
@@ -31,6 +31,9 @@ class Estimator(nn.Module):
     expressions, never read back with ``float()``/``.item()`` (a host sync per layer and step,
     and a graph break under ``torch.compile``). Backward keeps the input ``x`` by default; an
     estimator that needs less overrides ``keep_for_backward`` and ``backward_kept`` together.
+    The built-in rules are written for eager speed as well: no ``where`` or ``pow`` on full
+    tensors (slow kernels on CPU), branches as `binarize.functional.indicator` weights blended
+    with ``lerp``, and in-place ops on the tensors a rule has just created itself.
     """
 
     name: ClassVar[str] = ""
@@ -48,7 +51,7 @@ class Estimator(nn.Module):
 
     def forward_value(self, x: Tensor) -> Tensor:
         """The value the forward pass produces; deterministic ``sign`` unless overridden."""
-        return sign(x)
+        return training_sign(x)
 
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
         """Gradient w.r.t. ``x`` given the upstream ``grad``."""

@@ -14,12 +14,12 @@ from torch import Tensor, nn
 
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
-from binarize.functional import sign
+from binarize.functional import sign, training_sign
 
 
 def sample_sign(probability: Tensor, uniform: Tensor) -> Tensor:
     """``sign(P − u)``: +1 with probability P for u ~ U(0, 1) (sign(0) = +1)."""
-    return sign(probability - uniform)
+    return training_sign(probability - uniform)
 
 
 @register("dste")
@@ -69,17 +69,20 @@ class DSTE(Estimator):
 
     def forward_value(self, x: Tensor) -> Tensor:
         if not (self.training or self.sample_eval):
-            return sign(x)
+            return training_sign(x)
         if self.anneal_until is None:
-            return sample_sign(torch.sigmoid(x / self.s), self.uniform(x))
+            return sample_sign((x / self.s).sigmoid_(), self.uniform(x))
         noise = self.noise.to(x.dtype)
         # At τ = 0 the division gives ±inf (or NaN at a = 0): the sample is sign(a) there.
         sample = sample_sign(torch.sigmoid(x / (self.s * noise)), self.uniform(x))
         return torch.where(noise > 0, sample, sign(x))
 
     def derivative(self, x: Tensor) -> Tensor:
-        p = torch.sigmoid(x / self.s)
-        return (2.0 / self.s) * p * (1.0 - p)
+        return self.backward(x, x.new_ones(()))
+
+    def backward(self, x: Tensor, grad: Tensor) -> Tensor:
+        # grad·σ(x/s)(1 − σ(x/s)) in one pass (sigmoid_backward), then ·2/s in place
+        return torch.ops.aten.sigmoid_backward(grad, (x / self.s).sigmoid_()).mul_(2.0 / self.s)
 
     def surrogate(self, x: Tensor) -> Tensor:
         return torch.tanh(x / (2.0 * self.s))

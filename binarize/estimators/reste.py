@@ -13,7 +13,7 @@ from torch import Tensor
 
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
-from binarize.functional import sign
+from binarize.functional import indicator, sign
 
 
 @register("reste")
@@ -44,12 +44,18 @@ class ReSTE(Estimator):
 
     def derivative(self, x: Tensor) -> Tensor:
         o, magnitude = self.o, x.abs()
-        # |x|^((1-o)/o) is infinite at 0 for o > 1; `where` picks the chord there, never multiplies it.
-        power = magnitude.pow((1.0 - o) / o) / o
         # Official branch order: the chord slope is assigned last, so |x| ≤ m gets it even
-        # where |x| > t (possible only with t < m); this is the derivative of `surrogate`.
-        outside = torch.where(magnitude <= self.t, power, 0.0)
-        return torch.where(magnitude <= self.m, self._chord(), outside)
+        # where |x| > t (possible only with t < m), and φ = 0 only beyond max(t, m).
+        inside = indicator(torch.le, magnitude, self.m)
+        within = indicator(torch.le, magnitude, max(self.t, self.m))
+        # |x|^((1−o)/o) as exp/log in place (half the cost of `pow` on CPU). Clamped to [m, t]
+        # first: at |x| = m it is the chord m^(1/o)/m itself, and 0 and ∞ stay finite.
+        power = magnitude.clamp_(min=self.m, max=max(self.t, self.m)).log_().mul_((1.0 - o) / o).exp_()
+        # branch weights: 1 inside m, 1/o on (m, t], 0 beyond (`lerp` is exact at 0 and 1)
+        return power.mul_((within / o).lerp_(within, inside))
+
+    def backward(self, x: Tensor, grad: Tensor) -> Tensor:
+        return self.derivative(x).mul_(grad)
 
     def surrogate(self, x: Tensor) -> Tensor:
         magnitude = x.abs()

@@ -68,12 +68,15 @@ class BinaryLayer(nn.Module):
         out = op(self.binarize_input(x), self.weight_estimator(latent))
         bias = None if self.bias is None else _along(self.bias, out.dim(), channel_dim)
         if isinstance(self.scaling, NoScaling):  # α = 1: no pass over the output at all
-            return out if bias is None else out + bias
-        # Autograd keeps `out` only when α itself takes a gradient. Not fused into one FMA
-        # (addcmul): the frozen model, ONNX and the packed runtime round out·α and + bias
-        # separately, and training must match them bit for bit.
-        out = out * _along(self.scaling(latent), out.dim(), channel_dim)
-        return out if bias is None else out + bias
+            return out if bias is None else out.add_(bias)
+        # In place on op's new output (op's backward does not need it): no output-sized
+        # allocation. Autograd keeps `out` only when α itself takes a gradient; then the
+        # product is a new tensor. Not fused into one FMA (addcmul): the frozen model, ONNX and
+        # the packed runtime round out·α and + bias separately, and training must match them
+        # bit for bit.
+        alpha = _along(self.scaling(latent), out.dim(), channel_dim)
+        out = out * alpha if alpha.requires_grad and torch.is_grad_enabled() else out.mul_(alpha)
+        return out if bias is None else out.add_(bias)
 
     @torch.no_grad()
     def frozen_weight(self) -> tuple[Tensor, Tensor]:

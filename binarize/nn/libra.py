@@ -8,15 +8,14 @@ channel (unbiased std, neither detached); ``power_of_two`` is the scaling
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from binarize.nn.scaling import channel_abs_mean, register_scaling
 from binarize.nn.transforms import register_transform
-
-
-def _channel_dims(weight: Tensor) -> tuple[int, ...]:
-    return tuple(range(1, weight.dim()))
 
 
 @register_transform("libra_pb")
@@ -24,11 +23,16 @@ class LibraPB(nn.Module):
     """Per-output-channel standardisation ``(W − mean)/std`` with the unbiased std."""
 
     def forward(self, weight: Tensor) -> Tensor:
-        dims = _channel_dims(weight)
-        centred = weight - weight.mean(dim=dims, keepdim=True)
-        # A constant channel has std 0: keep it finite (all zeros, hence +1) instead of NaN.
-        std = centred.std(dim=dims, keepdim=True, correction=1)
-        return centred / std.clamp(min=torch.finfo(weight.dtype).tiny)
+        # layer_norm over each output channel is this standardisation in one fused kernel,
+        # forward and backward, where mean, subtract, std and divide each took a pass over the
+        # weights both ways (every step). It divides by the biased std: its affine weight
+        # √((n−1)/n) makes that the unbiased one. eps = √tiny (1e-19 in float32, far below any
+        # weight variance) keeps a constant channel finite, all zeros (hence +1), and its
+        # gradient too (backward takes 1/std³, which overflows for a smaller eps).
+        per_channel = weight.shape[1:]
+        n = weight[0].numel()
+        unbias = weight.new_full(per_channel, math.sqrt((n - 1) / n))
+        return F.layer_norm(weight, per_channel, unbias, None, eps=math.sqrt(torch.finfo(weight.dtype).tiny))
 
 
 @register_scaling("power_of_two")

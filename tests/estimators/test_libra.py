@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 from torch import nn
 
@@ -56,3 +57,17 @@ def test_irnet_turns_libra_pb_on_unless_the_user_chose() -> None:
     assert (row.weight_transform, row.scaling) == ("none", "channel_mean")
     reste = convert(model, BinarizeConfig(layer=LayerConfig(weight_estimator="reste")))
     assert provenance_of(reste).report.rows[1].scaling == "tensor_mean"
+
+
+def test_libra_pb_constant_channel_is_zeros_not_rounding_noise() -> None:
+    """A constant channel has std 0: Ŵ is all zeros (signs +1). Subtracting a mean that is not
+    exactly the constant (float32 rounding over 576 values) once blew it up to ±2.5e30."""
+    weight = torch.full((2, 64, 3, 3), 0.3)
+    torch.manual_seed(0)
+    weight[1].normal_()
+    latent = weight.clone().requires_grad_(True)
+    standard = create_transform("libra_pb")(latent)
+    assert torch.equal(standard[0], torch.zeros_like(standard[0]))
+    assert standard[1].std(correction=1).item() == pytest.approx(1.0, rel=1e-5)
+    standard.sum().backward()
+    assert torch.isfinite(latent.grad).all()
