@@ -24,6 +24,7 @@ _EXPORTS: dict[str, str] = {
     "UnsafeSourceError": "binarize.errors",
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
+    "register_leaf": "binarize.conversion",
     "set_progress": "binarize.progress",
     "finetune": "binarize.train", "evaluate": "binarize.train", "FinetuneConfig": "binarize.train", "get_datasets": "binarize.data",
     "indicators": "binarize.analysis.indicators",

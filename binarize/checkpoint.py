@@ -47,6 +47,7 @@ def model_record(model: nn.Module) -> dict[str, Any]:
         "config": None if config is None else config.to_dict(),
         "plan": getattr(model, "binarize_plan", None),
         "mode": None if report is None else report.mode,
+        "leaves": [] if report is None else list(report.leaves),
         "input_shape": None if shape is None else list(shape),
         "state_dict": model.state_dict(),
     }
@@ -84,7 +85,9 @@ def model_from_record(
     if record.get("plan") is not None:
         # Checkpoints written before the activation policy existed were converted without a rewrite.
         config = BinarizeConfig.from_dict({"activation_policy": "keep"} | record["config"])
-        result = rebuild(float_model, config, record["plan"], mode=record.get("mode") or "fx")
+        result = rebuild(
+            float_model, config, record["plan"], mode=record.get("mode") or "fx", leaves=record.get("leaves") or ()
+        )
     try:
         result.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -27,6 +27,7 @@ def convert(
     config: BinarizeConfig | None = None,
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
+    leaves: Iterable[type[nn.Module] | str] = (),
 ) -> nn.Module:
     """Returns a binary copy of ``model``; ``model`` itself is never changed.
 
@@ -35,6 +36,11 @@ def convert(
     float by default; see `BinarizeConfig`). When tracing fails the copy's modules are swapped
     by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
     then give the execution order that finds the first and last layers.
+
+    ``leaves`` (module classes or fqns, added to the classes decorated with `register_leaf`)
+    are traced as opaque calls, so that one untraceable submodule does not send the whole model
+    to the fallback; the weighted layers inside a leaf are binarized like any other (found by a
+    forward of ``example_inputs``), but the activation policy cannot rewrite inside it.
 
     Binary layers fed by a one-signed activation (ReLU, ReLU6, Hardsigmoid, Sigmoid) are
     handled by ``config.activation_policy`` (see `binarize.conversion.activations`). Then one
@@ -46,9 +52,12 @@ def convert(
     (where the float model came from, None if unknown) as attributes.
     """
     config = config or BinarizeConfig()
-    converted, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
+    leaves = tuple(leaves)
+    converted, order, called, mode, notes, traced_leaves = _structure(
+        _working_copy(model), config, example_inputs, leaves
+    )
     decisions = plan(converted, config, order, called)
-    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+    binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
     example = _example_inputs(binary, example_inputs)
     if example is None:
         return binary
@@ -58,22 +67,28 @@ def convert(
         # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
         # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
         decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
-        converted = _structure(_working_copy(model), config, example_inputs)[0]
-        binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes))
+        converted = _structure(_working_copy(model), config, example_inputs, leaves)[0]
+        binary = apply_plan(converted, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
         signs = _input_signs(binary, example)
     _report_signs(binary, signs, constant)
     return binary
 
 
 def rebuild(
-    model: nn.Module, config: BinarizeConfig, records: Sequence[Mapping[str, Any]], *, mode: str
+    model: nn.Module,
+    config: BinarizeConfig,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    mode: str,
+    leaves: Sequence[str] = (),
 ) -> nn.Module:
-    """Replays a saved plan on a float model: the same layers, configured the same way."""
+    """Replays a saved plan on a float model: the same layers, configured the same way (traced
+    with the same ``leaves``, the report's fqns)."""
     work = copy_model(model)
     if mode == "fx":
-        work = trace(work)
+        work = trace(work, leaves)[0]
     _carry_attributes(model, work)
-    return apply_plan(work, config, plan_from_records(records), mode=mode)
+    return apply_plan(work, config, plan_from_records(records), mode=mode, leaves=tuple(leaves))
 
 
 def plan(
@@ -105,6 +120,7 @@ def apply_plan(
     *,
     mode: str,
     warnings_: Sequence[str] = (),
+    leaves: tuple[str, ...] = (),
 ) -> nn.Module:
     """Swaps in the binary layers ``decisions`` select (in place) and attaches the report."""
     rows, plan_records = [], []
@@ -135,7 +151,7 @@ def apply_plan(
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
     model.binarize_report = ConversionReport(
-        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites)
+        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites), leaves=leaves
     )
     model.binarize_config = config
     model.binarize_plan = plan_records
@@ -245,11 +261,16 @@ def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) ->
 
 
 def _structure(
-    work: nn.Module, config: BinarizeConfig, example_inputs: Sequence[torch.Tensor] | None
-) -> tuple[nn.Module, list[str], set[str] | None, str, list[str]]:
-    """(module to rewrite, execution order, called fqns or None, mode, warnings)."""
+    work: nn.Module,
+    config: BinarizeConfig,
+    example_inputs: Sequence[torch.Tensor] | None,
+    leaves: tuple[type[nn.Module] | str, ...],
+) -> tuple[nn.Module, list[str], set[str] | None, str, list[str], tuple[str, ...]]:
+    """(module to rewrite, execution order, called fqns or None, mode, warnings, traced leaves)."""
     try:
-        gm = trace(work)
+        gm, traced_leaves = trace(work, leaves)
+    except ConversionError:  # a leaf that names nothing: the user's input, not the model's
+        raise
     except Exception as exc:  # tracing can fail with any error the model's forward raises
         reason = f"{type(exc).__name__}: {first_line(exc)}"
         if config.strict:
@@ -260,10 +281,29 @@ def _structure(
         note = f"tracing failed ({reason}); swapped modules by name instead"
         warnings.warn(f"binarize.convert: {note}", stacklevel=3)
         order, called = _order_without_graph(work, example_inputs)
-        return work, order, called, "fallback", [note]
+        return work, order, called, "fallback", [note], ()
     gm.train(work.training)
     _carry_attributes(work, gm)
-    return gm, called_modules_in_order(gm), set(called_modules_in_order(gm)), "fx", []
+    order = called_modules_in_order(gm)
+    if traced_leaves:
+        order, called = _with_leaf_layers(gm, order, traced_leaves, example_inputs)
+        return gm, order, called, "fx", [], traced_leaves
+    return gm, order, set(order), "fx", [], ()
+
+
+def _with_leaf_layers(
+    gm: torch.fx.GraphModule,
+    order: list[str],
+    leaves: tuple[str, ...],
+    example_inputs: Sequence[torch.Tensor] | None,
+) -> tuple[list[str], set[str]]:
+    """The graph's order and called modules with the weighted layers inside ``leaves`` added
+    where each leaf is called (those a forward of the example runs, as in the fallback)."""
+    inner_order, inner_called = _order_without_graph(gm, example_inputs)
+    inside = {leaf: [name for name in inner_order if name.startswith(f"{leaf}.")] for leaf in leaves}
+    expanded = [name for node in order for name in (node, *inside.get(node, ()))]
+    called = set(order) | {name for names in inside.values() for name in names if name in (inner_called or ())}
+    return expanded, called
 
 
 def _carry_attributes(source: nn.Module, target: nn.Module) -> None:
