@@ -17,9 +17,13 @@ from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved, set_submodule
-from binarize.conversion.tracer import called_modules_in_order, trace
+from binarize.conversion.tracer import called_modules_in_order, trace, untraceable_submodule
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
+
+#: How many submodule classes conversion makes leaves of, one per failed trace, before it
+#: falls back to swapping by name.
+MAX_AUTOMATIC_LEAVES = 8
 
 
 def convert(
@@ -266,29 +270,53 @@ def _structure(
     example_inputs: Sequence[torch.Tensor] | None,
     leaves: tuple[type[nn.Module] | str, ...],
 ) -> tuple[nn.Module, list[str], set[str] | None, str, list[str], tuple[str, ...]]:
-    """(module to rewrite, execution order, called fqns or None, mode, warnings, traced leaves)."""
-    try:
-        gm, traced_leaves = trace(work, leaves)
-    except ConversionError:  # a leaf that names nothing: the user's input, not the model's
-        raise
-    except Exception as exc:  # tracing can fail with any error the model's forward raises
-        reason = f"{type(exc).__name__}: {first_line(exc)}"
+    """(module to rewrite, execution order, called fqns or None, mode, warnings, traced leaves).
+
+    Tracing that fails inside a submodule is retried with that submodule's class as a leaf
+    (a few times); tracing that fails in the model's own forward falls back to swap by name.
+    """
+    gm, traced_leaves, notes, reason = _trace_with_automatic_leaves(work, leaves, strict=config.strict)
+    if gm is None:
         if config.strict:
             raise ConversionError(
                 f"torch.fx cannot trace {type(work).__name__} ({reason})",
-                "drop --strict to swap modules by name instead, or make forward traceable",
+                "drop --strict to swap modules by name instead, pass leaves=, or make forward traceable",
             ) from None
         note = f"tracing failed ({reason}); swapped modules by name instead"
         warnings.warn(f"binarize.convert: {note}", stacklevel=3)
         order, called = _order_without_graph(work, example_inputs)
-        return work, order, called, "fallback", [note], ()
+        return work, order, called, "fallback", [*notes, note], ()
+    for note in notes:
+        warnings.warn(f"binarize.convert: {note}", stacklevel=3)
     gm.train(work.training)
     _carry_attributes(work, gm)
     order = called_modules_in_order(gm)
     if traced_leaves:
         order, called = _with_leaf_layers(gm, order, traced_leaves, example_inputs)
-        return gm, order, called, "fx", [], traced_leaves
-    return gm, order, set(order), "fx", [], ()
+        return gm, order, called, "fx", notes, traced_leaves
+    return gm, order, set(order), "fx", notes, ()
+
+
+def _trace_with_automatic_leaves(
+    work: nn.Module, leaves: tuple[type[nn.Module] | str, ...], *, strict: bool
+) -> tuple[torch.fx.GraphModule | None, tuple[str, ...], list[str], str]:
+    """(graph or None when tracing failed in the model's own forward, the leaves it calls,
+    a note per class made a leaf, the last tracing error)."""
+    notes: list[str] = []
+    while True:
+        try:
+            gm, traced_leaves = trace(work, leaves)
+            return gm, traced_leaves, notes, ""
+        except ConversionError:  # a leaf that names nothing: the user's input, not the model's
+            raise
+        except Exception as exc:  # tracing can fail with any error the model's forward raises
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            culprit = None if strict else untraceable_submodule(work, exc)
+            if culprit is None or len(notes) == MAX_AUTOMATIC_LEAVES:
+                return None, (), notes, reason
+            kind = type(work.get_submodule(culprit))
+            notes.append(f"tracing failed in {culprit} ({reason}); traced every {kind.__name__} as an opaque leaf")
+            leaves = (*leaves, kind)
 
 
 def _with_leaf_layers(

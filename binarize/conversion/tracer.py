@@ -4,7 +4,8 @@ A leaf is a submodule the tracer calls as one node instead of tracing through it
 what makes one submodule untraceable (data-dependent control flow, calls torch.fx cannot
 follow) then no longer sends the whole model to the swap-by-name fallback. Leaves are given
 per call (``convert(..., leaves=[...])``: classes or fqns) or for every conversion by the
-`register_leaf` class decorator (the way timm's ``register_notrace_module`` works).
+`register_leaf` class decorator (the way timm's ``register_notrace_module`` works); when
+tracing fails inside a submodule, conversion makes its class a leaf and traces again.
 """
 
 from __future__ import annotations
@@ -79,6 +80,19 @@ def trace(
     tracer = BinarizeTracer(leaves)
     graph = tracer.trace(model)
     return torch.fx.GraphModule(model, graph, type(model).__name__), tuple(tracer.leaves)
+
+
+def untraceable_submodule(model: nn.Module, error: BaseException) -> str | None:
+    """The fqn of the innermost submodule of ``model`` (not ``model`` itself) whose forward was
+    running when tracing raised ``error``, found in the traceback; None if there is none."""
+    names = {id(module): name for name, module in model.named_modules() if module is not model}
+    found, frames = None, error.__traceback__
+    while frames is not None:  # from the outermost frame inwards
+        owner = frames.tb_frame.f_locals.get("self")
+        if isinstance(owner, nn.Module) and id(owner) in names:
+            found = names[id(owner)]
+        frames = frames.tb_next
+    return found
 
 
 def _check_leaves(model: nn.Module, leaves: tuple[type[nn.Module] | str, ...]) -> None:

@@ -49,9 +49,34 @@ def example():
     return (torch.randn(4, 3, 12, 12),)
 
 
-def test_without_leaves_the_model_falls_back(example):
-    with pytest.warns(UserWarning, match="tracing failed"):
+class UntraceableNet(Net):
+    """Data-dependent control flow in the model's own forward: no leaf helps."""
+
+    def forward(self, x):
+        if x.sum() > float("-inf"):
+            x = x * 1.0
+        return super().forward(x)
+
+
+def test_a_submodule_that_fails_tracing_becomes_a_leaf_automatically(example):
+    with pytest.warns(UserWarning, match=r"tracing failed in block \(TraceError: .*\); traced every Branchy as an opaque leaf"):
         binary = binarize.convert(Net(), example_inputs=example)
+    report = binary.binarize_report
+    assert (report.mode, report.leaves) == ("fx", ("block",))
+    assert report.warnings[0].startswith("tracing failed in block")
+    assert isinstance(binary.block.conv, BinaryConv2d)
+
+
+def test_strict_refuses_instead_of_making_leaves(example):
+    with pytest.raises(ConversionError, match="torch.fx cannot trace Net .*pass leaves="):
+        binarize.convert(Net(), BinarizeConfig(strict=True), example_inputs=example)
+    strict = binarize.convert(Net(), BinarizeConfig(strict=True), example_inputs=example, leaves=["block"])
+    assert strict.binarize_report.mode == "fx"
+
+
+def test_failing_in_the_model_s_own_forward_falls_back(example):
+    with pytest.warns(UserWarning, match="tracing failed"):
+        binary = binarize.convert(UntraceableNet(), example_inputs=example, leaves=["block"])
     assert binary.binarize_report.mode == "fallback" and binary.binarize_report.leaves == ()
 
 
@@ -81,8 +106,9 @@ def test_a_leaf_converts_the_same_layers_as_the_fallback(example):
     """Same decisions, same numbers: under the ``keep`` policy (no graph rewrite) the traced
     model with a leaf computes what the swap-by-name fallback computes."""
     keep = BinarizeConfig(activation_policy="keep")
-    float_model = Net()
-    fallback = _converted(float_model, keep, example, leaves=())
+    float_model, untraceable = Net(), UntraceableNet()
+    untraceable.load_state_dict(float_model.state_dict())
+    fallback = _converted(untraceable, keep, example, leaves=())
     traced = _converted(float_model, keep, example, leaves=["block"])
     assert (fallback.binarize_report.mode, traced.binarize_report.mode) == ("fallback", "fx")
     assert [r.reason for r in traced.binarize_report.rows] == [r.reason for r in fallback.binarize_report.rows]
