@@ -16,6 +16,7 @@ from typing import TypeVar
 import torch.fx
 from torch import nn
 
+from binarize.conversion.training_mode import follow_training_mode
 from binarize.errors import ConversionError
 from binarize.nn.layers import BinaryLayer
 
@@ -74,12 +75,14 @@ def trace(
     model: nn.Module, leaves: Iterable[type[nn.Module] | str] = ()
 ) -> tuple[torch.fx.GraphModule, tuple[str, ...]]:
     """Traces ``model`` into a GraphModule sharing its submodules (no copy is made), and the
-    fqns of the user leaves (given or registered) the graph calls."""
+    fqns of the user leaves (given or registered) the graph calls. Arguments that say train or
+    eval follow the GraphModule's mode (`binarize.conversion.training_mode`)."""
     leaves = tuple(leaves)
     _check_leaves(model, leaves)
     tracer = BinarizeTracer(leaves)
-    graph = tracer.trace(model)
-    return torch.fx.GraphModule(model, graph, type(model).__name__), tuple(tracer.leaves)
+    gm = torch.fx.GraphModule(model, tracer.trace(model), type(model).__name__)
+    follow_training_mode(gm)
+    return gm, tuple(tracer.leaves)
 
 
 def untraceable_submodule(model: nn.Module, error: BaseException) -> str | None:
