@@ -44,6 +44,11 @@ def check(build: Callable[[], tuple[nn.Module, int]], batch: int = 2) -> dict:
     for param in model.parameters():  # a zero-initialised head (ViT) would stop every gradient
         if param.dim() > 1 and not param.ne(0).any():
             nn.init.normal_(param, std=0.02)
+    for module in model.modules():  # random drops (dropout, stochastic depth) could stop a block's gradient
+        if "Drop" in type(module).__name__ or type(module).__name__ == "StochasticDepth":
+            for rate in ("p", "drop_prob"):
+                if isinstance(getattr(module, rate, None), float):
+                    setattr(module, rate, 0.0)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         binary = binarize.convert(model, example_inputs=(x,))
@@ -53,9 +58,6 @@ def check(build: Callable[[], tuple[nn.Module, int]], batch: int = 2) -> dict:
     row["rewrites"] = len(report.activation_rewrites)
     row["min_informative"] = min((informative_fraction(p) for p in report.input_signs.values()), default=None)
     binary.train()
-    for module in binary.modules():  # randomness (dropout, stochastic depth) could drop a block
-        if "Drop" in type(module).__name__ or type(module).__name__ == "StochasticDepth":
-            module.eval()
     optimizer = torch.optim.SGD(binary.parameters(), lr=0.01, momentum=0.9)
     target = None
     row.update(losses=[], finite=True, grads=True)
