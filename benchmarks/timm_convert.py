@@ -33,7 +33,7 @@ def build(name: str) -> tuple[torch.nn.Module, int]:
 
 def main() -> None:
     args = arguments(__doc__.splitlines()[0])
-    sweep(args.only.split(",") if args.only else MODELS, build, args.json, "timm models")
+    sweep(args.only.split(",") if args.only else MODELS, build, args, "timm models")
 
 
 if __name__ == "__main__":

@@ -23,7 +23,11 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
         LayerConfig as LayerConfig,
         LayerRule as LayerRule,
     )
-    from binarize.conversion import ConversionReport as ConversionReport, convert as convert
+    from binarize.conversion import (
+        ConversionReport as ConversionReport,
+        convert as convert,
+        register_leaf as register_leaf,
+    )
     from binarize.data import get_datasets as get_datasets
     from binarize.demo import run_demo as run_demo
     from binarize.errors import (
@@ -77,6 +81,7 @@ _EXPORTS: dict[str, str] = {
     "UnsafeSourceError": "binarize.errors",
     "convert": "binarize.conversion",
     "ConversionReport": "binarize.conversion",
+    "register_leaf": "binarize.conversion",
     "set_progress": "binarize.progress",
     "finetune": "binarize.train",
     "evaluate": "binarize.train.evaluate",
@@ -155,6 +160,7 @@ __all__ = [
     "model_from_record",
     "os_error",
     "provenance_of",
+    "register_leaf",
     "run_demo",
     "save_checkpoint",
     "save_packed",

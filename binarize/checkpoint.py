@@ -46,6 +46,7 @@ def model_record(model: nn.Module) -> dict[str, Any]:
         "config": None if origin.config is None else origin.config.to_dict(),
         "plan": plan_records(model),
         "mode": None if origin.report is None else origin.report.mode,
+        "leaves": [] if origin.report is None else list(origin.report.leaves),
         "input_shape": None if origin.input_shape is None else list(origin.input_shape),
         "state_dict": model.state_dict(),
     }

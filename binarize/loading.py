@@ -139,7 +139,9 @@ def model_from_record(
     if record.get("plan") is not None:
         # Checkpoints written before the activation policy existed were converted without a rewrite.
         config = BinarizeConfig.from_dict({"activation_policy": "keep"} | record["config"])
-        result = rebuild(float_model, config, record["plan"], mode=record.get("mode") or "fx")
+        result = rebuild(
+            float_model, config, record["plan"], mode=record.get("mode") or "fx", leaves=record.get("leaves") or ()
+        )
     try:
         result.load_state_dict(record["state_dict"], strict=True)
     except RuntimeError as exc:

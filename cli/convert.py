@@ -142,6 +142,8 @@ def render_report(report: ConversionReport) -> None:
             row.scaling or "",
         )
     console.print(table)
+    if report.leaves:
+        console.print(f"traced with opaque leaves (their layers swapped by name): {', '.join(report.leaves)}")
     for rewrite in report.activation_rewrites:
         console.print(f"[cyan]{report.activation_policy}:[/cyan] {rewrite}")
     for warning in report.warnings:

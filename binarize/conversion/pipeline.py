@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,7 @@ from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved
-from binarize.conversion.tracer import called_modules_in_order, trace
+from binarize.conversion.tracer import called_modules_in_order, trace, untraceable_submodule
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
 from binarize.nn.layers import BinaryLayer
@@ -25,12 +25,17 @@ from binarize.nn.scaling import scaling_name
 from binarize.nn.transforms import create_transform, transform_names
 from binarize.provenance import Provenance, provenance_of, set_provenance
 
+#: How many submodule classes conversion makes leaves of, one per failed trace, before it
+#: falls back to swapping by name.
+MAX_AUTOMATIC_LEAVES = 8
+
 
 def convert(
     model: nn.Module,
     config: BinarizeConfig | None = None,
     *,
     example_inputs: Sequence[torch.Tensor] | None = None,
+    leaves: Iterable[type[nn.Module] | str] = (),
 ) -> nn.Module:
     """Returns a binary copy of ``model``; ``model`` itself is never changed.
 
@@ -39,6 +44,11 @@ def convert(
     float by default; see `BinarizeConfig`). When tracing fails the copy's modules are swapped
     by name instead, with a warning (``config.strict`` makes it an error); ``example_inputs``
     then give the execution order that finds the first and last layers.
+
+    ``leaves`` (module classes or fqns, added to the classes decorated with `register_leaf`)
+    are traced as opaque calls, so that one untraceable submodule does not send the whole model
+    to the fallback; the weighted layers inside a leaf are binarized like any other (found by a
+    forward of ``example_inputs``), but the activation policy cannot rewrite inside it.
 
     Binary layers fed by a one-signed activation (ReLU, ReLU6, Hardsigmoid, Sigmoid) are
     handled by ``config.activation_policy`` (see `binarize.conversion.activations`). Then one
@@ -58,9 +68,12 @@ def convert(
     """
     config = config or BinarizeConfig()
     origin = provenance_of(model)
-    binary, order, called, mode, notes = _structure(_working_copy(model), config, example_inputs)
+    leaves = tuple(leaves)
+    binary, order, called, mode, notes, traced_leaves = _structure(
+        _working_copy(model), config, example_inputs, leaves
+    )
     decisions = plan(binary, config, order, called)
-    report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes))
+    report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
     example = _example_inputs(origin, example_inputs)
     if example is not None:
         signs, report = _input_signs(binary, example, report)
@@ -69,21 +82,27 @@ def convert(
             # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
             # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
             decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
-            binary = _structure(_working_copy(model), config, example_inputs)[0]
-            report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes))
+            binary = _structure(_working_copy(model), config, example_inputs, leaves)[0]
+            report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
             signs, report = _input_signs(binary, example, report)
         report = _report_signs(report, signs, constant)
     return set_provenance(binary, origin.replace(config=config, report=report))
 
 
 def rebuild(
-    model: nn.Module, config: BinarizeConfig, records: Sequence[Mapping[str, Any]], *, mode: str
+    model: nn.Module,
+    config: BinarizeConfig,
+    records: Sequence[Mapping[str, Any]],
+    *,
+    mode: str,
+    leaves: Sequence[str] = (),
 ) -> nn.Module:
-    """Replays a saved plan on a float model: the same layers, configured the same way."""
+    """Replays a saved plan on a float model: the same layers, configured the same way (traced
+    with the same ``leaves``, the report's fqns)."""
     work = copy_model(model)
     if mode == "fx":
-        work = trace(work)
-    report = apply_plan(work, config, plan_from_records(records), mode=mode)
+        work = trace(work, leaves)[0]
+    report = apply_plan(work, config, plan_from_records(records), mode=mode, leaves=tuple(leaves))
     return set_provenance(work, provenance_of(model).replace(config=config, report=report))
 
 
@@ -116,6 +135,7 @@ def apply_plan(
     *,
     mode: str,
     warnings_: Sequence[str] = (),
+    leaves: tuple[str, ...] = (),
 ) -> ConversionReport:
     """Swaps in the binary layers ``decisions`` select (in place); returns the report."""
     rows = []
@@ -142,7 +162,9 @@ def apply_plan(
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-    return ConversionReport(tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites))
+    return ConversionReport(
+        tuple(rows), total, mode, tuple(notes), config.activation_policy, tuple(rewrites), leaves=leaves
+    )
 
 
 def _apply_activation_policy(
@@ -279,24 +301,72 @@ def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) ->
 
 
 def _structure(
-    work: nn.Module, config: BinarizeConfig, example_inputs: Sequence[torch.Tensor] | None
-) -> tuple[nn.Module, list[str], set[str] | None, str, list[str]]:
-    """(module to rewrite, execution order, called fqns or None, mode, warnings)."""
-    try:
-        gm = trace(work)
-    except Exception as exc:  # tracing can fail with any error the model's forward raises
-        reason = f"{type(exc).__name__}: {first_line(exc)}"
+    work: nn.Module,
+    config: BinarizeConfig,
+    example_inputs: Sequence[torch.Tensor] | None,
+    leaves: tuple[type[nn.Module] | str, ...],
+) -> tuple[nn.Module, list[str], set[str] | None, str, list[str], tuple[str, ...]]:
+    """(module to rewrite, execution order, called fqns or None, mode, warnings, traced leaves).
+
+    Tracing that fails inside a submodule is retried with that submodule's class as a leaf
+    (a few times); tracing that fails in the model's own forward falls back to swap by name.
+    """
+    gm, traced_leaves, notes, reason = _trace_with_automatic_leaves(work, leaves, strict=config.strict)
+    if gm is None:
         if config.strict:
             raise ConversionError(
                 f"torch.fx cannot trace {type(work).__name__} ({reason})",
-                "drop --strict to swap modules by name instead, or make forward traceable",
+                "drop --strict to swap modules by name instead, pass leaves=, or make forward traceable",
             ) from None
         note = f"tracing failed ({reason}); swapped modules by name instead"
         warnings.warn(f"binarize.convert: {note}", stacklevel=3)
         order, called = _order_without_graph(work, example_inputs)
-        return work, order, called, "fallback", [note]
+        return work, order, called, "fallback", [*notes, note], ()
+    for note in notes:
+        warnings.warn(f"binarize.convert: {note}", stacklevel=3)
     gm.train(work.training)
-    return gm, called_modules_in_order(gm), set(called_modules_in_order(gm)), "fx", []
+    order = called_modules_in_order(gm)
+    if traced_leaves:
+        order, called = _with_leaf_layers(gm, order, traced_leaves, example_inputs)
+        return gm, order, called, "fx", notes, traced_leaves
+    return gm, order, set(order), "fx", notes, ()
+
+
+def _trace_with_automatic_leaves(
+    work: nn.Module, leaves: tuple[type[nn.Module] | str, ...], *, strict: bool
+) -> tuple[torch.fx.GraphModule | None, tuple[str, ...], list[str], str]:
+    """(graph or None when tracing failed in the model's own forward, the leaves it calls,
+    a note per class made a leaf, the last tracing error)."""
+    notes: list[str] = []
+    while True:
+        try:
+            gm, traced_leaves = trace(work, leaves)
+            return gm, traced_leaves, notes, ""
+        except ConversionError:  # a leaf that names nothing: the user's input, not the model's
+            raise
+        except Exception as exc:  # tracing can fail with any error the model's forward raises
+            reason = f"{type(exc).__name__}: {first_line(exc)}"
+            culprit = None if strict else untraceable_submodule(work, exc)
+            if culprit is None or len(notes) == MAX_AUTOMATIC_LEAVES:
+                return None, (), notes, reason
+            kind = type(work.get_submodule(culprit))
+            notes.append(f"tracing failed in {culprit} ({reason}); traced every {kind.__name__} as an opaque leaf")
+            leaves = (*leaves, kind)
+
+
+def _with_leaf_layers(
+    gm: torch.fx.GraphModule,
+    order: list[str],
+    leaves: tuple[str, ...],
+    example_inputs: Sequence[torch.Tensor] | None,
+) -> tuple[list[str], set[str]]:
+    """The graph's order and called modules with the weighted layers inside ``leaves`` added
+    where each leaf is called (those a forward of the example runs, as in the fallback)."""
+    inner_order, inner_called = _order_without_graph(gm, example_inputs)
+    inside = {leaf: [name for name in inner_order if name.startswith(f"{leaf}.")] for leaf in leaves}
+    expanded = [name for node in order for name in (node, *inside.get(node, ()))]
+    called = set(order) | {name for names in inside.values() for name in names if name in (inner_called or ())}
+    return expanded, called
 
 
 def _order_without_graph(

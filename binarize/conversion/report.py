@@ -28,7 +28,8 @@ class ConversionReport:
     """What `convert` did. ``mode`` is ``fx`` (graph rewrite) or ``fallback`` (swap by name,
     see ``warnings``); ``activation_rewrites`` lists what ``activation_policy`` changed in the
     graph; ``input_signs`` maps each binary layer with binary inputs to the fraction of −1
-    signs of its input on the example input (0 or 1: a constant input)."""
+    signs of its input on the example input (0 or 1: a constant input); ``leaves`` names the
+    submodules traced as opaque calls (`register_leaf`, ``convert(..., leaves=...)``)."""
 
     rows: tuple[LayerRow, ...]
     total_params: int
@@ -37,6 +38,7 @@ class ConversionReport:
     activation_policy: str = "keep"
     activation_rewrites: tuple[str, ...] = field(default_factory=tuple)
     input_signs: Mapping[str, float] = field(default_factory=dict)
+    leaves: tuple[str, ...] = field(default_factory=tuple)
 
     @property
     def binarized_layers(self) -> int:
@@ -53,6 +55,7 @@ class ConversionReport:
             "activation_policy": self.activation_policy,
             "activation_rewrites": list(self.activation_rewrites),
             "input_signs": dict(self.input_signs),
+            "leaves": list(self.leaves),
             "layers": [asdict(row) | {"shape": list(row.shape)} for row in self.rows],
             "counts": {
                 "layers": len(self.rows),

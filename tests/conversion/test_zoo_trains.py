@@ -11,24 +11,23 @@ import binarize
 from binarize.nn import BinaryLayer
 from binarize import provenance_of
 
-REGNET_EXPLODES = pytest.mark.xfail(
-    strict=True, reason="open: gradients grow ~1e8 through 22 binary grouped-conv blocks at random init"
-)
-
 
 @pytest.mark.parametrize(
-    "name",
+    ("name", "batch", "size"),
     [
-        "resnet18",
-        pytest.param("densenet121", marks=pytest.mark.slow),
-        pytest.param("regnet_x_400mf", marks=[pytest.mark.slow, REGNET_EXPLODES]),
-        pytest.param("vgg11_bn", marks=pytest.mark.slow),
+        ("resnet18", 4, 32),
+        pytest.param("densenet121", 4, 32, marks=pytest.mark.slow),
+        # 32 values per channel in the last stage's BatchNorms: over 4 (32x32 input, 1x1 maps)
+        # a binary grouped conv's discrete outputs coincide in some channels, whose BatchNorm
+        # backward then divides by √eps, compounded over 22 blocks (the float model is at 1e5)
+        pytest.param("regnet_x_400mf", 8, 64, marks=pytest.mark.slow),
+        pytest.param("vgg11_bn", 4, 32, marks=pytest.mark.slow),
     ],
 )
-def test_default_conversion_trains_three_steps_with_finite_loss(name):
+def test_default_conversion_trains_three_steps_with_finite_loss(name, batch, size):
     torch.manual_seed(0)
-    # batch 4: at 1x1 spatial size a train-mode BatchNorm over 2 values has a zero Jacobian
-    x, target = torch.randn(4, 3, 32, 32), torch.tensor([3, 7, 1, 0])
+    # batch >= 4: at 1x1 spatial size a train-mode BatchNorm over 2 values has a zero Jacobian
+    x, target = torch.randn(batch, 3, size, size), torch.randint(1000, (batch,))
     binary = binarize.convert(torchvision.models.get_model(name, weights=None), example_inputs=(x,))
     report = provenance_of(binary).report
     assert report.activation_rewrites, "every one of these feeds binary layers from ReLUs"
