@@ -23,7 +23,8 @@ class LayerConfig:
         weight_estimator: registry name of the estimator binarizing the latent weights.
         weight_estimator_args: its hyperparameters (e.g. ``{"o_end": 3.0}`` for reste).
         input_estimator: estimator for the layer input, or ``None`` for float activations
-            (W1A32). Defaults to the weight estimator's name when omitted in ``from_dict``.
+            (W1A32); ``clipped_ste`` (BinaryNet) by default. Defaults to the weight estimator's
+            name when omitted in ``from_dict``.
         input_estimator_args: its hyperparameters.
         scaling: α rule: ``none``, ``channel_mean`` (XNOR/Bi-Real), ``tensor_mean`` (ReSTE),
             ``learned``, or any registered scaling; ``None`` takes the weight estimator's own
@@ -34,7 +35,10 @@ class LayerConfig:
 
     weight_estimator: str = "ste"
     weight_estimator_args: Mapping[str, Any] = field(default_factory=dict)
-    input_estimator: str | None = "ste"
+    # clipped_ste, not ste: the input's sign backward must ignore out-of-range inputs, or deep
+    # nets whose binary layers read unnormalised sums (ResNet streams, MobileOne branches) gain
+    # the sum's spread per layer (1e7 at resnet101's stem at initialisation)
+    input_estimator: str | None = "clipped_ste"
     input_estimator_args: Mapping[str, Any] = field(default_factory=dict)
     scaling: str | None = None
     weight_transform: str | None = None
