@@ -3,6 +3,7 @@ distillation, checkpoints and exact resume; the same command runs under torchrun
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 from pathlib import Path
@@ -172,9 +173,9 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
             layer = type(layer)(weight_estimator=name, input_estimator=name, scaling=layer.scaling,
                                 weight_transform=layer.weight_transform)
         if input_estimator is not None:
-            layer = type(layer)(**(layer.to_dict() | {"input_estimator": input_estimator, "input_estimator_args": {}}))
+            layer = dataclasses.replace(layer, input_estimator=input_estimator, input_estimator_args={})
         policy = {} if activation_policy is None else {"activation_policy": activation_policy}
-        binary = convert(model, type(config)(**(_config_fields(config) | {"layer": layer} | policy)))
+        binary = convert(model, dataclasses.replace(config, layer=layer, **policy))
         default_teacher = model if distill else None  # convert copied it: the float model is intact
     teacher_model = load_model(teacher, trust=trust) if teacher and distill else default_teacher
     return binary, teacher_model
@@ -236,12 +237,6 @@ def _discard_unfinished(run_dir: Path) -> None:
         (run_dir / name).unlink(missing_ok=True)
     if run_dir.is_dir() and not any(run_dir.iterdir()):
         run_dir.rmdir()
-
-
-def _config_fields(config: Any) -> dict[str, Any]:
-    import dataclasses
-
-    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}
 
 
 def _model_from_checkpoint(payload: dict[str, Any], trust: bool) -> Any:
