@@ -55,7 +55,6 @@ if TYPE_CHECKING:  # what type checkers see: the same names, from the same modul
     )
     from binarize.provenance import (
         Provenance as Provenance,
-        input_shape as input_shape,
         provenance_of as provenance_of,
         set_provenance as set_provenance,
     )
@@ -106,12 +105,11 @@ _EXPORTS: dict[str, str] = {
     "BinaryConv2d": "binarize.nn",
     "BinaryLinear": "binarize.nn",
     "run_demo": "binarize.demo",
-    # for front-ends (the CLI, scripts): one-line errors, output checks, what a model was recorded with
+    # for front-ends (the CLI, scripts): one-line errors, output checks, the version
     "first_line": "binarize.errors",
     "os_error": "binarize._files",
     "check_output": "binarize._files",
     "forward_once": "binarize._probe",
-    "input_shape": "binarize.provenance",
     "__version__": "binarize._version",
     "ARCHITECTURE_PREFIXES": "binarize.sources",
 }
@@ -153,7 +151,6 @@ __all__ = [
     "freeze",
     "get_datasets",
     "indicators",
-    "input_shape",
     "load_checkpoint",
     "load_model",
     "load_packed",

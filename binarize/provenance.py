@@ -92,10 +92,6 @@ def set_provenance(model: M, record: Provenance) -> M:
     return model
 
 
-def input_shape(model: nn.Module) -> tuple[int, ...] | None:
-    """The example input shape recorded for ``model`` (``provenance_of(model).input_shape``)."""
-    return provenance_of(model).input_shape
-
 
 def _unwrapped(model: nn.Module) -> nn.Module:
     wrappers = (nn.DataParallel, nn.parallel.DistributedDataParallel)

@@ -16,7 +16,6 @@ from binarize import (
     LayerRule,
     check_output,
     convert as convert_model,
-    input_shape,
     provenance_of,
     save_checkpoint,
     set_provenance,
@@ -102,7 +101,7 @@ def convert(
         dims = parse_shape(shape)
         check_input_shape(model, dims, source)  # it is recorded: it must fit
         set_provenance(model, provenance_of(model).replace(input_shape=dims))
-    recorded = input_shape(model)
+    recorded = provenance_of(model).input_shape
     example = None if recorded is None else (torch.randn(recorded),)
     with warnings.catch_warnings():  # the report lists convert's warnings (and --json carries them)
         warnings.simplefilter("ignore")

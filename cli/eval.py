@@ -19,7 +19,7 @@ from ._common import (
     one_of,
     parse_shape,
 )
-from binarize import ConfigError, input_shape
+from binarize import ConfigError, provenance_of
 from binarize.data import DataSplits, check_fits, spec_names
 from binarize.analysis import (
     DeployedEval,
@@ -111,7 +111,7 @@ def _example_shape(
         return tuple(splits.input_shape)
     found = deployed.example_shape()
     if found is None and reference_model is not None:
-        recorded = input_shape(reference_model)
+        recorded = provenance_of(reference_model).input_shape
         found = None if recorded is None else tuple(recorded[1:])
     if found is None:
         raise ConfigError(f"{deployed.path} records no input shape", "pass --input-shape, e.g. 1,3,32,32")

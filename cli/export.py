@@ -11,7 +11,7 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import ConfigError, check_output, export_onnx, input_shape
+from binarize import ConfigError, check_output, export_onnx, provenance_of
 from ._common import (
     ARCH_OPTION,
     FORCE_OPTION,
@@ -53,7 +53,7 @@ def export(
         if out is not None:
             check_output(out, force=force)
     loaded = load_source(model, weights=weights, arch=arch, trust=trust)
-    dims = parse_shape(shape) if shape else input_shape(loaded)
+    dims = parse_shape(shape) if shape else provenance_of(loaded).input_shape
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
     check_input_shape(loaded, dims, model)

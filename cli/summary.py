@@ -8,7 +8,7 @@ import torch
 import typer
 from rich.table import Table
 
-from binarize import ConfigError, ModelSummary, input_shape, summarize
+from binarize import ConfigError, ModelSummary, provenance_of, summarize
 from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
@@ -34,7 +34,7 @@ def summary(
 ) -> None:
     """Summarize a model: per-layer params, binary vs float, bits, MACs as BOPs and FLOPs."""
     loaded = load_source(model, weights=weights, arch=arch, trust=trust)
-    dims = parse_shape(shape) if shape else input_shape(loaded)
+    dims = parse_shape(shape) if shape else provenance_of(loaded).input_shape
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
     check_input_shape(loaded, dims, model)

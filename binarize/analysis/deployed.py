@@ -68,9 +68,9 @@ class TorchFile(DeployedModel):
         return _logits(self.model(x))
 
     def example_shape(self) -> tuple[int, ...] | None:
-        from binarize.provenance import input_shape
+        from binarize.provenance import provenance_of
 
-        shape = input_shape(self.model)
+        shape = provenance_of(self.model).input_shape
         return None if shape is None else tuple(shape[1:])
 
 

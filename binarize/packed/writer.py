@@ -41,7 +41,7 @@ from binarize.packed.format import (
     VERSION_KEY,
     tensor_checksum,
 )
-from binarize.provenance import input_shape, provenance_of
+from binarize.provenance import provenance_of
 
 _ENTER, _EXIT = "binarize_marker_in", "binarize_marker_out"
 #: ONNX Pad modes for the non-zero padding modes of torch convolutions (circular needs opset 19).
@@ -74,7 +74,7 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
     if path.exists() and not force:
         raise OutputExistsError(f"{path} exists", "pass --force (force=True) to overwrite it")
     if example_inputs is None:
-        shape = input_shape(model)
+        shape = provenance_of(model).input_shape
         if shape is None:
             raise ConversionError("no example input and no recorded input shape", "pass example_inputs")
         example_inputs = (torch.randn((2, *shape[1:]), generator=torch.Generator().manual_seed(0)),)
