@@ -22,7 +22,7 @@ from binarize.checkpoint import (
 )
 from binarize.config import BinarizeConfig
 from binarize.conversion.pipeline import rebuild
-from binarize.errors import ModelSourceError, first_line
+from binarize.errors import ConfigError, ModelSourceError, first_line
 from binarize.provenance import provenance_of, set_provenance
 from binarize.sources import (
     ARCHITECTURE_PREFIXES,
@@ -43,6 +43,7 @@ def load_model(
     weights: str | Path | None = None,
     arch: str | None = None,
     trust: bool = False,
+    num_classes: int | None = None,
 ) -> nn.Module:
     """Loads a float (or already converted) model.
 
@@ -53,6 +54,8 @@ def load_model(
     ``torch.save(model)`` (both need ``trust=True``: reading them unpickles, which runs code
     from the file).
     ``weights`` is a state-dict file loaded into an architecture given by name.
+    ``num_classes`` builds a named architecture (``source`` or ``arch``) with that many
+    outputs instead of its default (e.g. 1000 for torchvision); a file's model has its own.
 
     The model's `binarize.provenance_of` record says how to rebuild it.
 
@@ -67,8 +70,9 @@ def load_model(
         binarize.errors.ConfigError: unknown model 'digits_cn' — did you mean 'digits_cnn'? ...
     """
     text = str(source)
+    head = {} if num_classes is None else {"num_classes": num_classes}
     if text.startswith(ARCHITECTURE_PREFIXES):
-        model = build_architecture(text)
+        model = build_architecture(text, **head)
         if weights is not None:
             load_state_dict_file(model, Path(weights))
         return model
@@ -79,13 +83,26 @@ def load_model(
             "give an existing file, torchvision:NAME (e.g. torchvision:resnet18) or binarize:NAME",
         )
     if path.suffix == ".pt2":
+        if head:
+            raise _whole_model_has_its_head(path)
         return load_exported(path, trust=trust)
     if path.suffix == ".safetensors":
-        return model_with_state(arch, path, read_safetensors(path))
+        return model_with_state(arch, path, read_safetensors(path), **head)
     payload = read_torch_file(path, trust=trust)
     if is_checkpoint(payload):
+        if head:
+            raise _whole_model_has_its_head(path)
         return model_from_payload(payload, path, trust=trust)
-    return float_model_from_payload(payload, path, arch)
+    if head and isinstance(payload, nn.Module):
+        raise _whole_model_has_its_head(path)
+    return float_model_from_payload(payload, path, arch, **head)
+
+
+def _whole_model_has_its_head(path: Path) -> ConfigError:
+    return ConfigError(
+        f"num_classes applies to a named architecture, and {path} holds a whole model with its own outputs",
+        "drop --num-classes, or pass a state-dict file with --arch",
+    )
 
 
 def load_checkpoint(

@@ -44,15 +44,15 @@ ARCHITECTURE_PREFIXES = ("torchvision:", "binarize:", "timm:")
 IMAGENET_SHAPE = (1, 3, 224, 224)
 
 
-def float_model_from_payload(payload: Any, path: Path, arch: str | None) -> nn.Module:
+def float_model_from_payload(payload: Any, path: Path, arch: str | None, **arch_kwargs: Any) -> nn.Module:
     """The float model in ``payload``, read from the ``torch.save`` file ``path`` (not a
     checkpoint): a whole pickled module (read only with trust, see `read_torch_file`) or a state
-    dict loaded into the architecture ``arch``."""
+    dict loaded into the architecture ``arch`` (built with ``arch_kwargs``)."""
     if isinstance(payload, nn.Module):
         source = {"kind": "pickle", "archive": _file_bytes(path)}
         return set_provenance(payload, provenance_of(payload).replace(source=source))
     if _is_state_dict(payload):
-        return model_with_state(arch, path, payload)
+        return model_with_state(arch, path, payload, **arch_kwargs)
     raise ModelSourceError(
         f"{path} holds a {type(payload).__name__}, not a model or a state dict",
         "save the model's state_dict() (and pass --arch) or a binarize checkpoint",
@@ -100,14 +100,17 @@ def load_state_dict_file(model: nn.Module, path: Path) -> None:
     _load_state(model, path, state)
 
 
-def model_with_state(arch: str | None, path: Path, state: Mapping[str, torch.Tensor]) -> nn.Module:
-    """The architecture ``arch`` holding the state dict ``state`` read from ``path``."""
+def model_with_state(
+    arch: str | None, path: Path, state: Mapping[str, torch.Tensor], **arch_kwargs: Any
+) -> nn.Module:
+    """The architecture ``arch`` (built with ``arch_kwargs``) holding the state dict ``state``
+    read from ``path``."""
     if arch is None:
         raise ModelSourceError(
             f"{path} is a state dict, which has no architecture",
             "pass --arch torchvision:NAME (or binarize:NAME) for the model it belongs to",
         )
-    model = build_architecture(arch)
+    model = build_architecture(arch, **arch_kwargs)
     _load_state(model, path, state)
     return model
 

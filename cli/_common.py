@@ -78,7 +78,9 @@ def one_of(names: Iterable[str]) -> str:
     return f"One of: {', '.join(names)}."
 
 
-def load_source(source: str, *, weights: Path | None, arch: str | None, trust: bool) -> nn.Module:
+def load_source(
+    source: str, *, weights: Path | None, arch: str | None, trust: bool, num_classes: int | None = None
+) -> nn.Module:
     """`load_model`, refusing --weights and --arch where the source would ignore them: --weights
     goes with a named architecture (torchvision:NAME, binarize:NAME, timm:NAME), --arch with a state-dict file."""
     from binarize import load_model
@@ -92,7 +94,7 @@ def load_source(source: str, *, weights: Path | None, arch: str | None, trust: b
     if arch is not None and named:
         raise ConfigError(f"--arch is ignored for {source}: it names the architecture already",
                           "drop --arch, or pass a state-dict file as the model with --arch")
-    return load_model(source, weights=weights, arch=arch, trust=trust)
+    return load_model(source, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
 
 
 def check_input_shape(
@@ -152,5 +154,6 @@ def parse_shape(text: str) -> tuple[int, ...]:
 ARCH_OPTION = typer.Option(None, "--arch", metavar="SOURCE", help="Architecture for a state-dict file: torchvision:NAME or binarize:NAME.")
 WEIGHTS_OPTION = typer.Option(None, "--weights", help="State-dict file to load into a named architecture.")
 TRUST_OPTION = typer.Option(False, "--trust", help="Allow what runs code from a file: unpickling a saved module or a .pt2 archive (and checkpoints made from them), following a path an .onnx file names.")
+NUM_CLASSES_OPTION = typer.Option(None, "--num-classes", min=1, help="Outputs of a named architecture (torchvision:/binarize:/timm: or --arch), e.g. the class count of your data set. Default: the architecture's own (1000 for torchvision).")
 JSON_OPTION = typer.Option(False, "--json", help="Print one JSON object on stdout.")
 FORCE_OPTION = typer.Option(False, "--force", help="Overwrite existing output files.")

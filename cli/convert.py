@@ -25,6 +25,7 @@ from ._common import (
     FORCE_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
+    NUM_CLASSES_OPTION,
     WEIGHTS_OPTION,
     console,
     emit_json,
@@ -65,6 +66,7 @@ def convert(
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
     trust: bool = TRUST_OPTION,
     force: bool = FORCE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -96,7 +98,7 @@ def convert(
     )
     out = output or default_output(source)
     check_output(out, force=force)
-    model = load_source(source, weights=weights, arch=arch, trust=trust)
+    model = load_source(source, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     if shape is not None:
         dims = parse_shape(shape)
         check_input_shape(model, dims, source)  # it is recorded: it must fit

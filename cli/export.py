@@ -17,6 +17,7 @@ from ._common import (
     FORCE_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
+    NUM_CLASSES_OPTION,
     WEIGHTS_OPTION,
     console,
     emit_json,
@@ -42,6 +43,7 @@ def export(
     calibration_data: str | None = typer.Option(None, "--calibration-data", metavar="DATA", help=f"Data for int8 calibration. {one_of(spec_names())} Default: random inputs."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
     trust: bool = TRUST_OPTION,
     force: bool = FORCE_OPTION,
     as_json: bool = JSON_OPTION,
@@ -52,7 +54,7 @@ def export(
     for out in (onnx_path, packed_path):
         if out is not None:
             check_output(out, force=force)
-    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     dims = parse_shape(shape) if shape else provenance_of(loaded).input_shape
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")

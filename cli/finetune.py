@@ -17,6 +17,7 @@ from ._common import (
     FORCE_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
+    NUM_CLASSES_OPTION,
     WEIGHTS_OPTION,
     console,
     emit_json,
@@ -87,6 +88,7 @@ def finetune(
     num_workers: int = typer.Option(None, "--workers", help="Data loader workers. Default: 0."),
     checkpoint_every: int = typer.Option(None, "--checkpoint-every", help="Also write last.pt every N steps (0: epoch ends). Default: 0."),
     weights: Path = WEIGHTS_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
     arch: str = ARCH_OPTION,
     trust: bool = TRUST_OPTION,
     force: bool = FORCE_OPTION,
@@ -114,7 +116,7 @@ def finetune(
         distill, teacher_note = _decide_distillation(distill, teacher or source, weights if teacher is None else None)
         seed_everything(config.seed)  # before the float model is built: its initial weights are random
         binary, teacher_model = _prepare(source, loaded, estimator, input_estimator, activation_policy, teacher, distill,
-                                          weights, arch, trust)
+                                          weights, arch, trust, num_classes)
         run_dir = output or Path(f"{_stem(source)}-{_estimator_name(binary)}-finetune")
         if main_process:
             _claim_run_folder(run_dir, force)
@@ -152,13 +154,13 @@ def finetune(
 
 def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: str | None,
              activation_policy: str | None, teacher: str | None, distill: bool, weights: Path | None,
-             arch: str | None, trust: bool) -> tuple[Any, Any]:
+             arch: str | None, trust: bool, num_classes: int | None) -> tuple[Any, Any]:
     """The binary model to train and its float teacher."""
     from binarize import convert, load_model
     from binarize.nn import BinaryLayer
     from binarize.train import teacher_from_converted
 
-    model = load_source(source, weights=weights, arch=arch, trust=trust)
+    model = load_source(source, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     is_binary = any(isinstance(m, BinaryLayer) for m in model.modules())
     if is_binary and activation_policy is not None:
         raise ConfigError("--activation-policy given with an already converted model",

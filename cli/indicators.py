@@ -13,6 +13,7 @@ from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
+    NUM_CLASSES_OPTION,
     WEIGHTS_OPTION,
     console,
     emit_json,
@@ -39,11 +40,12 @@ def indicators(
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Its hyperparameter, e.g. o_end=3."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
     trust: bool = TRUST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Measure estimating error e and gradient stability s (ReSTE's equilibrium indicators)."""
-    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     if not binary_layers(loaded):
         args = parse_key_values(estimator_arg, "--estimator-arg")
         layer = LayerConfig(weight_estimator=estimator, weight_estimator_args=args, input_estimator=estimator, input_estimator_args=args)

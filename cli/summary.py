@@ -13,6 +13,7 @@ from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
     TRUST_OPTION,
+    NUM_CLASSES_OPTION,
     WEIGHTS_OPTION,
     check_input_shape,
     console,
@@ -29,11 +30,12 @@ def summary(
     shape: str | None = typer.Option(None, "--input-shape", help="Input shape, e.g. 1,3,224,224. Default: the one recorded with the model."),
     arch: str | None = ARCH_OPTION,
     weights: Path | None = WEIGHTS_OPTION,
+    num_classes: int | None = NUM_CLASSES_OPTION,
     trust: bool = TRUST_OPTION,
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Summarize a model: per-layer params, binary vs float, bits, MACs as BOPs and FLOPs."""
-    loaded = load_source(model, weights=weights, arch=arch, trust=trust)
+    loaded = load_source(model, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     dims = parse_shape(shape) if shape else provenance_of(loaded).input_shape
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")

@@ -51,5 +51,6 @@ def check_fits(model: Callable[[torch.Tensor], Any], splits: DataSplits) -> None
     if outputs is not None and outputs != splits.num_classes:
         raise DataError(
             f"{splits.name} has {splits.num_classes} classes but the model has {outputs} outputs",
-            f"use data with {outputs} classes, or a model with {splits.num_classes} outputs",
+            f"use data with {outputs} classes, or a model with {splits.num_classes} outputs "
+            f"(--num-classes {splits.num_classes} builds a named architecture so)",
         )
