@@ -12,8 +12,8 @@ from binarize.analysis import IndicatorReport, binary_layers
 from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
-    TRUST_OPTION,
     NUM_CLASSES_OPTION,
+    TRUST_OPTION,
     WEIGHTS_OPTION,
     console,
     emit_json,

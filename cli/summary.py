@@ -12,8 +12,8 @@ from binarize import ConfigError, ModelSummary, provenance_of, summarize
 from ._common import (
     ARCH_OPTION,
     JSON_OPTION,
-    TRUST_OPTION,
     NUM_CLASSES_OPTION,
+    TRUST_OPTION,
     WEIGHTS_OPTION,
     check_input_shape,
     console,
