@@ -58,6 +58,43 @@ class LayerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
+    def named(
+        cls,
+        estimator: str | None = None,
+        estimator_args: Mapping[str, Any] | None = None,
+        *,
+        input_estimator: str | None = None,
+        input_estimator_args: Mapping[str, Any] | None = None,
+        scaling: str | None = None,
+        weight_transform: str | None = None,
+    ) -> LayerConfig:
+        """The layer configuration a front end's ``--estimator``/``--input-estimator`` name.
+
+        A named ``estimator`` binarizes the weights and, unless ``input_estimator`` is given
+        (``"none"``: float inputs), the inputs too, with the same arguments; with no
+        ``estimator`` both keep the defaults (``ste`` weights, ``clipped_ste`` inputs).
+
+        Example:
+            >>> LayerConfig.named("reste", {"o_end": 3.0}).input_estimator_args
+            {'o_end': 3.0}
+            >>> LayerConfig.named().input_estimator, LayerConfig.named(input_estimator="none").input_estimator
+            ('clipped_ste', None)
+        """
+        base = cls() if estimator is None else cls(weight_estimator=estimator, input_estimator=estimator)
+        chosen_input = base.input_estimator if input_estimator is None else input_estimator
+        if input_estimator_args is None:
+            same = estimator is not None and chosen_input == estimator
+            input_estimator_args = (estimator_args or {}) if same else {}
+        return dataclasses.replace(
+            base,
+            weight_estimator_args=dict(estimator_args or {}),
+            input_estimator=chosen_input,
+            input_estimator_args={} if chosen_input in (None, "none") else input_estimator_args,
+            scaling=scaling,
+            weight_transform=weight_transform,
+        )
+
+    @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LayerConfig:
         return cls(**_known_keys(cls, data, "layer config"))
 

@@ -48,9 +48,9 @@ DEFAULTS = BinarizeConfig()
 @handles_errors
 def convert(
     source: str = typer.Argument(..., metavar="SOURCE", help="torchvision:NAME, binarize:NAME, timm:NAME, a state dict (with --arch), a .pt2 archive or a saved module."),
-    estimator: str = typer.Option(DEFAULTS.layer.weight_estimator, "--estimator", "-e", help=f"Weight estimator (see `binarize estimators`). {one_of(estimator_names())}"),
+    estimator: str | None = typer.Option(None, "--estimator", "-e", help=f"Estimator for weights and (unless --input-estimator) inputs; see `binarize estimators`. {one_of(estimator_names())} Default: {DEFAULTS.layer.weight_estimator} for weights, {DEFAULTS.layer.input_estimator} for inputs."),
     estimator_arg: list[str] = typer.Option([], "--estimator-arg", metavar="KEY=VALUE", help="Weight estimator hyperparameter, e.g. o_end=3."),
-    input_estimator: str | None = typer.Option(None, "--input-estimator", help=f"Input (activation) estimator. {one_of([*estimator_names(), 'none'])} none: float activations. Default: the weight estimator."),
+    input_estimator: str | None = typer.Option(None, "--input-estimator", help=f"Input (activation) estimator. {one_of([*estimator_names(), 'none'])} none: float activations. Default: --estimator's, else {DEFAULTS.layer.input_estimator}."),
     input_estimator_arg: list[str] = typer.Option([], "--input-estimator-arg", metavar="KEY=VALUE", help="Input estimator hyperparameter. Default: the --estimator-arg values when the estimators match."),
     scaling: str | None = typer.Option(None, "--scaling", help=f"Scaling α. {one_of(scaling_names())} Default: the estimator's paper choice, else channel_mean."),
     weight_transform: str | None = typer.Option(None, "--weight-transform", help="Weight transform before binarizing (libra_pb) or 'none'. Default: the estimator's own."),
@@ -72,16 +72,11 @@ def convert(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Convert a float model into a binary one and save it as a checkpoint."""
-    weight_args = parse_key_values(estimator_arg, "--estimator-arg")
-    chosen_input = estimator if input_estimator is None else input_estimator
-    input_args = parse_key_values(input_estimator_arg, "--input-estimator-arg") if input_estimator_arg else (
-        weight_args if chosen_input == estimator else {}
-    )
-    layer = LayerConfig(
-        weight_estimator=estimator,
-        weight_estimator_args=weight_args,
-        input_estimator=None if chosen_input == "none" else chosen_input,
-        input_estimator_args={} if chosen_input == "none" else input_args,
+    layer = LayerConfig.named(
+        estimator,
+        parse_key_values(estimator_arg, "--estimator-arg"),
+        input_estimator=input_estimator,
+        input_estimator_args=parse_key_values(input_estimator_arg, "--input-estimator-arg") if input_estimator_arg else None,
         scaling=scaling,
         weight_transform=weight_transform,
     )

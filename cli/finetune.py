@@ -32,6 +32,7 @@ from binarize import (
     BinarizeError,
     ConfigError,
     Interrupted,
+    LayerConfig,
     OutputExistsError,
     provenance_of,
     check_output,
@@ -171,10 +172,9 @@ def _prepare(source: str, loaded: Any, estimator: str | None, input_estimator: s
         config = loaded.convert if loaded else BinarizeConfig()
         layer = config.layer
         if estimator is not None or loaded is None:
-            name = estimator or CONVERT_ESTIMATOR
-            layer = type(layer)(weight_estimator=name, input_estimator=name, scaling=layer.scaling,
-                                weight_transform=layer.weight_transform)
-        if input_estimator is not None:
+            layer = LayerConfig.named(estimator or CONVERT_ESTIMATOR, input_estimator=input_estimator,
+                                      scaling=layer.scaling, weight_transform=layer.weight_transform)
+        elif input_estimator is not None:
             layer = dataclasses.replace(layer, input_estimator=input_estimator, input_estimator_args={})
         policy = {} if activation_policy is None else {"activation_policy": activation_policy}
         binary = convert(model, dataclasses.replace(config, layer=layer, **policy))

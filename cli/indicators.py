@@ -47,8 +47,7 @@ def indicators(
     """Measure estimating error e and gradient stability s (ReSTE's equilibrium indicators)."""
     loaded = load_source(model, weights=weights, arch=arch, trust=trust, num_classes=num_classes)
     if not binary_layers(loaded):
-        args = parse_key_values(estimator_arg, "--estimator-arg")
-        layer = LayerConfig(weight_estimator=estimator, weight_estimator_args=args, input_estimator=estimator, input_estimator_args=args)
+        layer = LayerConfig.named(estimator, parse_key_values(estimator_arg, "--estimator-arg"))
         loaded = convert(loaded, BinarizeConfig(layer=layer))
     splits = get_datasets(data, augment=False)
     check_fits(loaded, splits)

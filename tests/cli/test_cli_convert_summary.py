@@ -110,3 +110,20 @@ def test_usage_errors_are_one_line_and_exit_1_from_the_console_script(args, mess
     done = subprocess.run([str(binary), *args], capture_output=True, text=True)
     assert done.returncode == 1
     assert done.stderr.startswith(message) and done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "weights", "inputs", "input_args"),
+    [
+        # no --estimator: the library's defaults (plain ste on inputs multiplied deep nets' gradients by each input's spread)
+        ((), "ste", "clipped_ste", {}),
+        (("-e", "reste", "--estimator-arg", "o_end=2"), "reste", "reste", {"o_end": "2"}),
+        (("-e", "reste", "--input-estimator", "ste"), "reste", "ste", {}),
+        (("--input-estimator", "none"), "ste", None, {}),
+    ],
+)
+def test_convert_defaults_are_the_librarys(tmp_path, args, weights, inputs, input_args):
+    result = run("convert", "binarize:resnet20", *args, "-o", str(tmp_path / "m.pt"), "--json")
+    assert result.exit_code == 0, result.output
+    layer = json.loads(result.stdout)["config"]["layer"]
+    assert (layer["weight_estimator"], layer["input_estimator"], layer["input_estimator_args"]) == (weights, inputs, input_args)
