@@ -114,6 +114,15 @@ def check_input_shape(
         ) from None
 
 
+def takes_batch(model: Callable[[torch.Tensor], Any], shape: tuple[int, ...]) -> bool:
+    """Whether ``model`` runs on zeros of ``shape`` (e.g. another batch size than recorded)."""
+    try:
+        forward_once(model, torch.zeros(shape))
+    except Exception:  # models fail on a shape they cannot take with many error types
+        return False
+    return True
+
+
 def emit_json(payload: Any) -> None:
     """Writes one JSON object to stdout (the machine-readable output of ``--json``)."""
     sys.stdout.write(json.dumps(payload, indent=2, default=_jsonable) + "\n")

@@ -20,6 +20,7 @@ from ._common import (
     TRUST_OPTION,
     WEIGHTS_OPTION,
     check_input_shape,
+    takes_batch,
     console,
     emit_json,
     handles_errors,
@@ -59,8 +60,12 @@ def export(
     if dims is None:
         raise ConfigError(f"no input shape is recorded for {model}", "pass --input-shape, e.g. 1,3,224,224")
     check_input_shape(loaded, dims, model)
-    # A batch of two at least, so that the check compares more than one prediction.
-    example = (torch.randn((max(2, dims[0]), *dims[1:]), generator=torch.Generator().manual_seed(0)),)
+    # A batch of two at least, so that the check compares more than one prediction, unless the
+    # model takes only its recorded batch (a torch.export archive specialised to it).
+    batch = max(2, dims[0])
+    if batch != dims[0] and not takes_batch(loaded, (batch, *dims[1:])):
+        batch = dims[0]
+    example = (torch.randn((batch, *dims[1:]), generator=torch.Generator().manual_seed(0)),)
     payload: dict[str, Any] = {"model": model, "input_shape": list(dims)}
     recorded = {SOURCE_KEY: str(Path(model).resolve()) if Path(model).exists() else model}
     if onnx_path is not None:
@@ -114,6 +119,7 @@ def render_onnx(result: ExportResult) -> None:
     table.add_column("value")
     table.add_row("exporter / opset", f"{result.exporter} / {result.opset}")
     table.add_row("size", f"{result.size_bytes / 1e6:.2f} MB")
+    table.add_row("batch", "dynamic" if result.dynamic_batch else "fixed (the model takes only its recorded batch)")
     table.add_row("operators", ", ".join(result.operators))
     if result.checked and result.top1_agreement is not None:  # the parity check sets both
         table.add_row("checked batches", ", ".join(map(str, result.batch_sizes)))

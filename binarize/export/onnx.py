@@ -76,6 +76,7 @@ class ExportResult:
     size_bytes: int
     operators: list[str]
     checked: bool
+    dynamic_batch: bool = True
     batch_sizes: list[int] = field(default_factory=list)
     max_abs_diff: float | None = None
     top1_agreement: float | None = None
@@ -100,7 +101,9 @@ def export_onnx(
     force: bool = False,
     metadata: Mapping[str, str] | None = None,
 ) -> ExportResult:
-    """Freezes ``model`` and writes it to ``path`` as ONNX with a dynamic batch dimension.
+    """Freezes ``model`` and writes it to ``path`` as ONNX with a dynamic batch dimension (a
+    fixed one, ``dynamic_batch=False`` in the result, when the model itself takes no other batch
+    size, e.g. a ``torch.export`` archive specialised to its example batch).
 
     The file passes ``onnx.checker`` (full check, with shape inference) and uses standard
     operators only. With ``check`` onnxruntime's logits on the example inputs and on a fresh
@@ -133,11 +136,13 @@ def export_onnx(
             f"the model holds NaN or Inf in {broken!r}; not exporting it",
             "the weights are damaged or training diverged (try a lower learning rate)",
         )
+    dynamic = _takes_another_batch(frozen, example_inputs)
     failures = []
     for exporter in EXPORTERS:
         try:
-            _write(exporter, frozen, example_inputs, path, opset, dict(metadata or {}))
-            result = ExportResult(path, opset, exporter, path.stat().st_size, check_onnx_file(path), checked=False)
+            _write(exporter, frozen, example_inputs, path, opset, dict(metadata or {}), dynamic)
+            result = ExportResult(path, opset, exporter, path.stat().st_size, check_onnx_file(path), checked=False,
+                                  dynamic_batch=dynamic)
             if not check:
                 return result
             result = _parity(frozen, path, example_inputs, result)
@@ -185,10 +190,11 @@ def _write(
     path: Path,
     opset: int,
     metadata: dict[str, str],
+    dynamic: bool,
 ) -> None:
     """Exports with ``exporter`` and adds the metadata; writes atomically (never a half file)."""
     with atomic_path(path) as temporary:
-        _export_with(exporter, frozen, example_inputs, _input_names(example_inputs), temporary, opset)
+        _export_with(exporter, frozen, example_inputs, _input_names(example_inputs), temporary, opset, dynamic)
         _add_metadata(temporary, metadata)
 
 
@@ -199,16 +205,17 @@ def _export_with(
     names: list[str],
     path: Path,
     opset: int,
+    dynamic: bool,
 ) -> None:
     common = {"input_names": names, "output_names": [OUTPUT_NAME], "opset_version": opset}
     with warnings.catch_warnings(), _silenced_output():
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
-            axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]}
+            axes = {name: {0: "batch"} for name in [*names, OUTPUT_NAME]} if dynamic else None
             torch.onnx.export(frozen, example_inputs, str(path), dynamo=False, dynamic_axes=axes, **common)
         else:
             batch = torch.export.Dim("batch")
-            shapes = tuple({0: batch} for _ in example_inputs)
+            shapes = tuple({0: batch} for _ in example_inputs) if dynamic else None
             program = torch.onnx.export(
                 frozen, example_inputs, dynamo=True, dynamic_shapes=shapes, external_data=False, **common
             )
@@ -313,16 +320,11 @@ def _all_nodes(graph: Any) -> list[Any]:
 def _parity(
     frozen: nn.Module, path: Path, example_inputs: tuple[torch.Tensor, ...], result: ExportResult
 ) -> ExportResult:
-    """Compares onnxruntime and PyTorch on the example inputs and on a batch of another size."""
-    generator = torch.Generator().manual_seed(0)
-    other_batch = example_inputs[0].shape[0] + 2
-    fresh = tuple(
-        torch.randn((other_batch, *x.shape[1:]), generator=generator, dtype=x.dtype) if x.is_floating_point() else x
-        for x in example_inputs
-    )
+    """Compares onnxruntime and PyTorch on the example inputs and (for a dynamic batch) on a
+    fresh batch of another size."""
     session = inference_session(path)
     worst, agree, total, batches = 0.0, 0, 0, []
-    for inputs in (example_inputs, fresh):
+    for inputs in (example_inputs, _another_batch(example_inputs)) if result.dynamic_batch else (example_inputs,):
         expected = _first_output(frozen(*inputs)).float().cpu().numpy()
         actual = run_session(session, inputs)
         if actual.shape != expected.shape:
@@ -336,6 +338,27 @@ def _parity(
             total += expected.shape[0]
         batches.append(int(inputs[0].shape[0]))
     return replace(result, checked=True, batch_sizes=batches, max_abs_diff=worst, top1_agreement=agree / total if total else 1.0)
+
+
+def _another_batch(example_inputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """Fresh random inputs shaped like ``example_inputs`` but for their batch size, + 2."""
+    generator = torch.Generator().manual_seed(0)
+    other_batch = example_inputs[0].shape[0] + 2
+    return tuple(
+        torch.randn((other_batch, *x.shape[1:]), generator=generator, dtype=x.dtype) if x.is_floating_point() else x
+        for x in example_inputs
+    )
+
+
+@torch.no_grad()
+def _takes_another_batch(frozen: nn.Module, example_inputs: tuple[torch.Tensor, ...]) -> bool:
+    """Whether ``frozen`` runs on a batch of another size (a `torch.export` program specialised
+    to its example batch refuses one with a guard error): only then is the ONNX batch dynamic."""
+    try:
+        frozen(*_another_batch(example_inputs))
+    except Exception:  # a specialised program fails with guard errors of several types
+        return False
+    return True
 
 
 def _first_output(output: Any) -> torch.Tensor:

@@ -301,3 +301,21 @@ def test_static_pt2_model_on_another_batch_size_is_one_line(tmp_path):
     assert run("convert", archive, "--trust", "-o", converted, "--json").exit_code == 0
     assert_one_line(run("eval", converted, "--trust", "--random", "8", "--batch-size", "8"),
                     "traced for one input shape only", "dynamic_shapes")
+
+
+def test_static_pt2_model_exports_with_its_fixed_batch(tmp_path):
+    # was: "ONNX export failed (torchscript: Guard failed: x.size()[0] == 1 ...) — report this model"
+    from binarize.models.digits import digits_cnn
+
+    archive = tmp_path / "digits.pt2"
+    torch.export.save(torch.export.export(digits_cnn().eval(), (torch.zeros(1, 1, 8, 8),)), archive)
+    converted = tmp_path / "digits.pt"
+    assert run("convert", archive, "--trust", "-o", converted).exit_code == 0
+    result = run("export", converted, "--trust", "--onnx", tmp_path / "d.onnx", "--packed", tmp_path / "d.bnz", "--json")
+    assert result.exit_code == 0, result.output
+    onnx_result = json.loads(result.stdout)["onnx"]
+    assert onnx_result["passed"] and not onnx_result["dynamic_batch"] and onnx_result["batch_sizes"] == [1]
+    import onnx
+
+    batch = onnx.load(tmp_path / "d.onnx").graph.input[0].type.tensor_type.shape.dim[0]
+    assert batch.dim_value == 1
