@@ -30,6 +30,10 @@ from binarize.provenance import Provenance, provenance_of, set_provenance
 #: falls back to swapping by name.
 MAX_AUTOMATIC_LEAVES = 8
 
+#: How many times conversion re-measures the binary inputs' signs after giving layers float
+#: inputs or input thresholds (each round rebuilds the model and runs the example twice).
+SIGN_ROUNDS = 3
+
 
 def convert(
     model: nn.Module,
@@ -58,7 +62,8 @@ def convert(
     (the less frequent sign rarer than ``config.min_informative_fraction``) gets a learned
     input threshold τ (`binarize.nn.InputThreshold`, ReActNet's RSign) started at its
     channels' medians, so that it binarizes x − τ with balanced signs; one whose input sign is
-    constant keeps float inputs (or, under the ``keep`` policy, is reported with its fix).
+    constant keeps float inputs (or, under the ``keep`` policy, is reported with its fix). The
+    signs are measured again after such changes, up to `SIGN_ROUNDS` times.
 
     The result's `binarize.provenance_of` record holds the float model's source and input
     shape, ``config`` and the `ConversionReport` (``report``).
@@ -83,11 +88,17 @@ def convert(
     if example is not None:
         signs, report = _input_signs(binary, example, report)
         constant = _constant(decisions, signs or {})
-        adjusted = _adjusted_for_signs(decisions, signs or {}, config)
-        if adjusted != decisions:
+        for _ in range(SIGN_ROUNDS):
+            # A layer balanced by a threshold can leave the next one nearly one-signed (AlexNet's
+            # features.6 reads a max-pool of features.3 without BatchNorm): measure again.
+            adjusted = _adjusted_for_signs(decisions, signs or {}, config)
+            if adjusted == decisions:
+                break
+            decisions = adjusted
             binary = _structure(_working_copy(model), config, example_inputs, leaves)[0]
-            report = apply_plan(binary, config, adjusted, mode=mode, warnings_=list(notes), leaves=traced_leaves)
+            report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
             signs, report = _input_signs(binary, example, report)
+            constant += [name for name in _constant(decisions, signs or {}) if name not in constant]
         report = _report_signs(report, signs, constant)
     return set_provenance(binary, origin.replace(config=config, report=report))
 

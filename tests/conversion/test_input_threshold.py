@@ -173,3 +173,18 @@ def test_keep_first_keeps_every_layer_reading_the_model_input():
                        "head": "kept: last layer"}
     binary = binarize.convert(_TwoStems(), BinarizeConfig(keep_first=False, min_fan_in=0))
     assert {row.fqn for row in provenance_of(binary).report.rows if row.binarized} == {"wide", "narrow", "body"}
+
+
+def test_signs_are_measured_again_after_thresholds():
+    """AlexNet's shape (no BatchNorm): once the max-pool-fed conv is balanced, its outputs are
+    centred, and the next max-pool makes the following conv's input nearly one-signed too."""
+    torch.manual_seed(0)
+    net = nn.Sequential(
+        nn.Conv2d(3, 16, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(3, 2, 1),
+        nn.Conv2d(32, 32, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10),
+    )  # fmt: skip
+    model = binarize.convert(net, example_inputs=(example(),))
+    report = provenance_of(model).report
+    assert [row.fqn for row in report.rows if row.input_threshold] == ["3", "6"]
+    assert all(f > 0.4 for f in informative(model).values())
