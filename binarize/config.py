@@ -31,6 +31,12 @@ class LayerConfig:
             default (its paper's choice, e.g. ``tensor_mean`` for reste), else ``channel_mean``.
         weight_transform: transform applied before binarizing (``libra_pb``), ``"none"`` for
             none, or ``None`` for the weight estimator's default (Libra-PB for irnet).
+        input_threshold: binarize ``x − τ_c`` instead of ``x``, τ one trainable value per input
+            channel (ReActNet's RSign; a `binarize.nn.InputThreshold` module in front of the
+            layer, started at each channel's median on the example input). `convert` sets it
+            on layers whose input is nearly one-signed (see
+            `BinarizeConfig.min_informative_fraction`); set it here for every layer. Needs a
+            traced graph (not the swap-by-name fallback) and binary inputs.
     """
 
     weight_estimator: str = "ste"
@@ -42,16 +48,23 @@ class LayerConfig:
     input_estimator_args: Mapping[str, Any] = field(default_factory=dict)
     scaling: str | None = None
     weight_transform: str | None = None
+    input_threshold: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "weight_estimator_args", dict(self.weight_estimator_args))
         object.__setattr__(self, "input_estimator_args", dict(self.input_estimator_args))
+        object.__setattr__(self, "input_threshold", _flag(self.input_threshold, "input_threshold"))
         if self.input_estimator == "none":
             object.__setattr__(self, "input_estimator", None)
         if self.input_estimator is None and self.input_estimator_args:
             raise ConfigError(
                 "input estimator arguments given with float inputs (input_estimator=none)",
                 "drop the input estimator arguments or choose an input estimator",
+            )
+        if self.input_estimator is None and self.input_threshold:
+            raise ConfigError(
+                "an input threshold given with float inputs (input_estimator=none)",
+                "drop input_threshold or choose an input estimator",
             )
 
     def to_dict(self) -> dict[str, Any]:
@@ -190,7 +203,9 @@ class BinarizeConfig:
 
     Attributes:
         layer: the configuration of every binarized layer unless a rule says otherwise.
-        keep_first: keep the first weighted layer of the graph float.
+        keep_first: keep the first weighted layers float: the first in execution order and, in
+            a traced graph, every one reading the model's input through no other weighted
+            layer (MobileOne's parallel stem convolutions).
         keep_last: keep the last weighted layer of the graph float.
         keep_depthwise: keep depthwise convolutions (groups == in_channels > 1) float.
         keep_downsample: keep 1x1 strided convolutions (residual shortcuts) float: with
@@ -204,6 +219,13 @@ class BinarizeConfig:
             constant: ``bypass`` binarizes the activation's input while float consumers keep
             its output, ``hardtanh`` replaces the activation by a clip to [-1, 1], ``keep``
             changes nothing (and warns). See `ACTIVATION_POLICIES`.
+        min_informative_fraction: the cut-off for nearly one-signed binary inputs. A binary
+            layer whose input's less frequent sign is rarer than this on the example input
+            (train-mode BatchNorm), but not absent, gets a learned input threshold
+            (`LayerConfig.input_threshold`): a max-pool of centred values (ResNet's first
+            block after the stem, Inception's pool branch) or a squeeze-excitation average is
+            > 0 in 99.5 % or more of its elements. 0 switches this off. (An input of one sign
+            only keeps float inputs instead: no threshold splits a ReLU output's zeros.)
 
     Examples:
         >>> from binarize import BinarizeConfig, LayerConfig, LayerRule
@@ -223,9 +245,15 @@ class BinarizeConfig:
     rules: tuple[LayerRule, ...] = ()
     strict: bool = False
     activation_policy: str = "bypass"
+    min_informative_fraction: float = 0.05
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "rules", tuple(self.rules))
+        if not 0.0 <= self.min_informative_fraction <= 0.5:
+            raise ConfigError(
+                f"min_informative_fraction={self.min_informative_fraction} is outside [0, 0.5]",
+                "use a fraction of the less frequent sign, e.g. 0.05 (0 switches input thresholds off)",
+            )
         if self.activation_policy not in ACTIVATION_POLICIES:
             raise ConfigError(
                 f"unknown activation policy {self.activation_policy!r}",
@@ -254,7 +282,20 @@ class BinarizeConfig:
 #: see the README's "Activations before binary layers").
 ACTIVATION_POLICIES = ("bypass", "hardtanh", "keep")
 
-_RULE_KEYS = {"estimator": "weight_estimator", "input": "input_estimator", "transform": "weight_transform"}
+_RULE_KEYS = {
+    "estimator": "weight_estimator", "input": "input_estimator", "transform": "weight_transform",
+    "threshold": "input_threshold",
+}  # fmt: skip
+
+
+def _flag(value: Any, name: str) -> bool:
+    """A bool, or its spelling in a rule (``threshold:true``)."""
+    spelled = {"true": True, "false": False, "on": True, "off": False, "1": True, "0": False}
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in spelled:
+        return spelled[value.strip().lower()]
+    raise ConfigError(f"{name}={value!r} is not true or false", f"write {name}=true or {name}=false")
 
 
 def _known_keys(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:

@@ -14,6 +14,10 @@ torch.fx graph, chosen by `BinarizeConfig.activation_policy`:
   between); every other consumer (shortcuts, float layers) keeps reading the activation.
 - ``hardtanh``: the activation node is replaced by ``hardtanh(x)`` (a clip to [-1, 1], the
   Bi-Real Net / ReActNet preparation) for all its consumers.
+
+Inputs that are only *nearly* one-signed without such an activation (a max-pool of centred
+values, a squeeze-excitation average of SiLU outputs) are measured after conversion and get a
+learned threshold instead (`binarize.conversion.thresholds`).
 """
 
 from __future__ import annotations

@@ -13,10 +13,11 @@ from torch import nn
 from binarize.config import BinarizeConfig, LayerConfig
 from binarize.conversion import activations
 from binarize.conversion.copying import copy_model
-from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide
+from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide, input_readers
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved
+from binarize.conversion.thresholds import balance_thresholds, has_threshold, insert_thresholds
 from binarize.conversion.tracer import called_modules_in_order, trace, untraceable_submodule
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
@@ -28,6 +29,10 @@ from binarize.provenance import Provenance, provenance_of, set_provenance
 #: How many submodule classes conversion makes leaves of, one per failed trace, before it
 #: falls back to swapping by name.
 MAX_AUTOMATIC_LEAVES = 8
+
+#: How many times conversion re-measures the binary inputs' signs after giving layers float
+#: inputs or input thresholds (each round rebuilds the model and runs the example twice).
+SIGN_ROUNDS = 3
 
 
 def convert(
@@ -52,8 +57,13 @@ def convert(
 
     Binary layers fed by a one-signed activation (ReLU, ReLU6, Hardsigmoid, Sigmoid) are
     handled by ``config.activation_policy`` (see `binarize.conversion.activations`). Then one
-    eval forward of ``example_inputs`` (or of random input of the model's recorded shape)
-    measures the sign of every binary layer's input; a constant sign is reported with its fix.
+    train-mode forward of ``example_inputs`` (or of random input of the model's recorded shape)
+    measures the sign of every binary layer's input. A layer whose input is nearly one-signed
+    (the less frequent sign rarer than ``config.min_informative_fraction``) gets a learned
+    input threshold τ (`binarize.nn.InputThreshold`, ReActNet's RSign) started at its
+    channels' medians, so that it binarizes x − τ with balanced signs; one whose input sign is
+    constant keeps float inputs (or, under the ``keep`` policy, is reported with its fix). The
+    signs are measured again after such changes, up to `SIGN_ROUNDS` times.
 
     The result's `binarize.provenance_of` record holds the float model's source and input
     shape, ``config`` and the `ConversionReport` (``report``).
@@ -77,14 +87,18 @@ def convert(
     example = _example_inputs(origin, example_inputs)
     if example is not None:
         signs, report = _input_signs(binary, example, report)
-        constant = [name for name, fraction in (signs or {}).items() if informative_fraction(fraction) == 0.0]
-        if constant and config.activation_policy != "keep":
-            # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
-            # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
-            decisions = [_float_inputs(d) if d.fqn in constant and d.reason == "binarized" else d for d in decisions]
+        constant = _constant(decisions, signs or {})
+        for _ in range(SIGN_ROUNDS):
+            # A layer balanced by a threshold can leave the next one nearly one-signed (AlexNet's
+            # features.6 reads a max-pool of features.3 without BatchNorm): measure again.
+            adjusted = _adjusted_for_signs(decisions, signs or {}, config)
+            if adjusted == decisions:
+                break
+            decisions = adjusted
             binary = _structure(_working_copy(model), config, example_inputs, leaves)[0]
             report = apply_plan(binary, config, decisions, mode=mode, warnings_=list(notes), leaves=traced_leaves)
             signs, report = _input_signs(binary, example, report)
+            constant += [name for name in _constant(decisions, signs or {}) if name not in constant]
         report = _report_signs(report, signs, constant)
     return set_provenance(binary, origin.replace(config=config, report=report))
 
@@ -109,10 +123,12 @@ def rebuild(
 def plan(
     model: nn.Module, config: BinarizeConfig, order: Sequence[str], called: set[str] | None
 ) -> list[Decision]:
-    """Decisions for every weighted layer of ``model`` (in execution order where known)."""
+    """Decisions for every weighted layer of ``model`` (in execution order where known). The
+    first layers are the first in execution order and, in a graph, every layer reading the
+    model's input directly."""
     weighted = {name: m for name, m in model.named_modules() if isinstance(m, WEIGHTED_TYPES)}
     candidates = [name for name in order if name in weighted]
-    first = candidates[0] if candidates else None
+    first = set(candidates[:1]) | (input_readers(model) if isinstance(model, torch.fx.GraphModule) else set())
     last = candidates[-1] if candidates else None
     ordered = candidates + [name for name in weighted if name not in candidates]
     return [
@@ -138,13 +154,13 @@ def apply_plan(
     leaves: tuple[str, ...] = (),
 ) -> ConversionReport:
     """Swaps in the binary layers ``decisions`` select (in place); returns the report."""
-    rows = []
     by_estimator: dict[str, list[str]] = {}
     layers = [(d.fqn, type(model.get_submodule(d.fqn))) for d in decisions]
     unmatched = [r.pattern for r in config.rules if not any(r.matches(fqn, kind) for fqn, kind in layers)]
     if unmatched and config.strict:
         raise ConversionError(f"rule {unmatched[0]!r} matches no layer",
                               "check the names in the conversion report, or drop --strict to only warn")
+    built = []
     for decision in decisions:
         module = model.get_submodule(decision.fqn)
         layer = resolved(decision.layer) if decision.layer is not None else None
@@ -152,13 +168,23 @@ def apply_plan(
             model.set_submodule(decision.fqn, build_binary(module, layer))
             for name in {n for n in (layer.weight_estimator, layer.input_estimator) if n is not None}:
                 by_estimator.setdefault(name, []).append(decision.fqn)
-        rows.append(_row(decision.fqn, module, decision.reason, layer))
+        built.append((decision, module, layer))
     notes, rewrites = [*warnings_, *(f"rule {pattern!r} matches no layer" for pattern in unmatched)], []
+    wanted = {d.fqn for d, _, layer in built if layer is not None and layer.input_threshold}
+    thresholded: set[str] = set()
     if isinstance(model, torch.fx.GraphModule):
         binary_inputs = {d.fqn for d in decisions if d.layer is not None and d.layer.input_estimator}
         rewrites = _apply_activation_policy(model, binary_inputs, config.activation_policy, notes)
+        thresholded = insert_thresholds(model, wanted)
         model.recompile()
         model.graph.lint()
+    if wanted - thresholded:
+        missing = sorted(wanted - thresholded)
+        notes.append(
+            f"{len(missing)} binary layer(s) got no input threshold (e.g. {missing[0]}): thresholds are "
+            "placed in the traced graph, and these layers are not called in it (swap-by-name fallback or inside a leaf)"
+        )
+    rows = [_row(d.fqn, module, d.reason, layer, d.fqn in thresholded) for d, module, layer in built]
     for name, fqns in by_estimator.items():
         get(name).check_graph(model, fqns)
     total = sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
@@ -210,18 +236,52 @@ def _example_inputs(
 def _input_signs(
     model: nn.Module, example: Sequence[torch.Tensor], report: ConversionReport
 ) -> tuple[dict[str, float] | None, ConversionReport]:
-    """Fractions of −1 signs per binary input, or None (noted in the report) when the example fails."""
+    """Fractions of −1 signs per binary input (after starting the input thresholds at the
+    example's medians), or None (noted in the report) when the example fails."""
     try:
+        balance_thresholds(model, example)
         return negative_sign_fractions(model, example), report
     except Exception as exc:  # a wrong example input must not stop conversion, only the check
         note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
         return None, dataclasses.replace(report, warnings=(*report.warnings, note))
 
 
+def _constant(decisions: Sequence[Decision], signs: Mapping[str, float]) -> list[str]:
+    """The binary layers whose input had one sign only on the example input."""
+    return [d.fqn for d in decisions if d.fqn in signs and informative_fraction(signs[d.fqn]) == 0.0]
+
+
+def _adjusted_for_signs(
+    decisions: Sequence[Decision], signs: Mapping[str, float], config: BinarizeConfig
+) -> list[Decision]:
+    """``decisions`` after the sign check: float inputs where the input sign was constant
+    (unless the policy is ``keep``: the report then says what to do), an input threshold
+    where it was nearly constant."""
+    adjusted = []
+    for decision in decisions:
+        informative = informative_fraction(signs[decision.fqn]) if decision.fqn in signs else None
+        if informative == 0.0 and decision.reason == "binarized" and config.activation_policy != "keep":
+            # What the policy could not rewrite (e.g. channel shuffles of ReLU outputs) keeps float
+            # inputs: a binary input of one sign computes a constant and BatchNorm after it blows up.
+            decision = _float_inputs(decision)
+        elif informative and informative < config.min_informative_fraction and decision.layer is not None:
+            if not decision.layer.input_threshold:
+                decision = _with_threshold(decision, informative, config.min_informative_fraction)
+        adjusted.append(decision)
+    return adjusted
+
+
 def _float_inputs(decision: Decision) -> Decision:
     assert decision.layer is not None
-    layer = dataclasses.replace(decision.layer, input_estimator=None, input_estimator_args={})
+    layer = dataclasses.replace(decision.layer, input_estimator=None, input_estimator_args={}, input_threshold=False)
     return Decision(decision.fqn, layer, "binarized, inputs float: one input sign on the example input")
+
+
+def _with_threshold(decision: Decision, informative: float, cutoff: float) -> Decision:
+    assert decision.layer is not None
+    layer = dataclasses.replace(decision.layer, input_threshold=True)
+    reason = f"{decision.reason}, input threshold: informative sign fraction {informative:.2g} < {cutoff:g}"
+    return Decision(decision.fqn, layer, reason)
 
 
 def _report_signs(report: ConversionReport, signs: dict[str, float] | None, constant: list[str]) -> ConversionReport:
@@ -259,7 +319,11 @@ def plan_records(model: nn.Module) -> list[dict[str, Any]] | None:
     return [
         {
             "fqn": row.fqn,
-            "layer": layer_config(layers[row.fqn]).to_dict() if row.fqn in layers else None,
+            "layer": dataclasses.replace(
+                layer_config(layers[row.fqn]), input_threshold=has_threshold(model, row.fqn)
+            ).to_dict()
+            if row.fqn in layers
+            else None,
             "reason": row.reason,
         }
         for row in report.rows
@@ -285,7 +349,7 @@ def _transform_name(transform: nn.Module | None) -> str:
     return next(name for name in transform_names() if type(create_transform(name)) is type(transform))
 
 
-def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) -> LayerRow:
+def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None, threshold: bool) -> LayerRow:
     return LayerRow(
         fqn=fqn,
         type=type(module).__name__,
@@ -297,6 +361,7 @@ def _row(fqn: str, module: nn.Module, reason: str, layer: LayerConfig | None) ->
         input_estimator=layer.input_estimator if layer else None,
         scaling=layer.scaling if layer else None,
         weight_transform=layer.weight_transform if layer else None,
+        input_threshold=threshold,
     )
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
+import torch.fx
 from torch import nn
 
 from binarize.config import BinarizeConfig, LayerConfig, LayerRule
@@ -46,6 +48,33 @@ def is_downsample(module: nn.Module) -> bool:
     )
 
 
+def input_readers(gm: torch.fx.GraphModule) -> set[str]:
+    """The weighted layers reading the graph's input directly: through no other weighted layer
+    (nor an opaque leaf holding one), e.g. both of MobileOne's parallel stem convolutions."""
+    weighted = {name for name, m in gm.named_modules() if isinstance(m, WEIGHTED_TYPES)}
+    holding = {name for name, m in gm.named_modules() if any(isinstance(s, WEIGHTED_TYPES) for s in m.modules())}
+    raw: set[torch.fx.Node] = set()  # nodes computed from the input without a weighted layer
+    readers = set()
+    for node in gm.graph.nodes:
+        reads = node.op == "placeholder" or (
+            not _metadata(node) and any(arg in raw for arg in node.all_input_nodes)
+        )
+        if node.op == "call_module" and str(node.target) in holding:
+            if reads and str(node.target) in weighted:
+                readers.add(str(node.target))
+        elif reads:
+            raw.add(node)
+    return readers
+
+
+def _metadata(node: torch.fx.Node) -> bool:
+    """Whether ``node`` reads only a tensor's shape, type or device (a ViT's class token is
+    expanded to the input's batch size: it does not read the input's values)."""
+    if node.op == "call_function" and node.target in (getattr, len, torch.numel):
+        return True
+    return node.op == "call_method" and node.target in ("size", "dim", "numel", "type", "get_device")
+
+
 def matching_rule(rules: tuple[LayerRule, ...], fqn: str, module: nn.Module) -> LayerRule | None:
     """The highest-precedence rule matching ``fqn`` (exact > re: > type:; first listed wins)."""
     matches = [rule for rule in rules if rule.matches(fqn, type(module))]
@@ -57,11 +86,12 @@ def decide(
     fqn: str,
     module: nn.Module,
     *,
-    first: str | None,
+    first: Collection[str],
     last: str | None,
     called: bool,
 ) -> Decision:
-    """The decision for one weighted layer; ``first``/``last`` are the graph's end layers."""
+    """The decision for one weighted layer; ``first`` are the layers reading the model's input
+    (`input_readers`, and the first in execution order), ``last`` the last one."""
     if not called:
         return Decision(fqn, None, "kept: not called as a module (its weight is used inside its parent)")
     if binary_counterpart(module) is None:
@@ -71,7 +101,7 @@ def decide(
         action = "float" if rule.layer is None else "binarized"
         return Decision(fqn, rule.layer, f"{action}: rule {rule.pattern!r}")
     builtin = [
-        (config.keep_first and fqn == first, "kept: first layer"),
+        (config.keep_first and fqn in first, "kept: first layer"),
         (config.keep_last and fqn == last, "kept: last layer"),
         (config.keep_depthwise and is_depthwise(module), "kept: depthwise"),
         (config.keep_downsample and is_downsample(module), "kept: 1x1 downsample"),

@@ -9,7 +9,8 @@ from typing import Any
 
 @dataclass(frozen=True)
 class LayerRow:
-    """One weighted layer: what it is, what happened to it and why."""
+    """One weighted layer: what it is, what happened to it and why; ``input_threshold``: its
+    input passes a learned threshold (`binarize.nn.InputThreshold`) before the sign."""
 
     fqn: str
     type: str
@@ -21,6 +22,7 @@ class LayerRow:
     input_estimator: str | None = None
     scaling: str | None = None
     weight_transform: str | None = None
+    input_threshold: bool = False
 
 
 @dataclass(frozen=True)
@@ -28,7 +30,8 @@ class ConversionReport:
     """What `convert` did. ``mode`` is ``fx`` (graph rewrite) or ``fallback`` (swap by name,
     see ``warnings``); ``activation_rewrites`` lists what ``activation_policy`` changed in the
     graph; ``input_signs`` maps each binary layer with binary inputs to the fraction of −1
-    signs of its input on the example input (0 or 1: a constant input); ``leaves`` names the
+    signs of its input on the example input, after any input threshold (0 or 1: a constant
+    input; `BinarizeConfig.min_informative_fraction` says which got a threshold); ``leaves`` names the
     submodules traced as opaque calls (`register_leaf`, ``convert(..., leaves=...)``)."""
 
     rows: tuple[LayerRow, ...]

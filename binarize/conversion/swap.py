@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from torch import nn
 
 from binarize.config import LayerConfig
@@ -16,14 +18,7 @@ def resolved(layer: LayerConfig) -> LayerConfig:
     transform = layer.weight_transform or getattr(estimator, "default_weight_transform", None) or "none"
     if layer.input_estimator is not None:
         get(layer.input_estimator)
-    return LayerConfig(
-        weight_estimator=layer.weight_estimator,
-        weight_estimator_args=layer.weight_estimator_args,
-        input_estimator=layer.input_estimator,
-        input_estimator_args=layer.input_estimator_args,
-        scaling=scaling,
-        weight_transform=transform,
-    )
+    return dataclasses.replace(layer, scaling=scaling, weight_transform=transform)
 
 
 def build_binary(module: nn.Module, layer: LayerConfig) -> BinaryLayer:

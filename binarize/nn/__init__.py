@@ -9,6 +9,7 @@ from binarize.nn.layers import (
 )
 from binarize.nn import libra  # noqa: F401  (registers libra_pb and power_of_two)
 from binarize.nn.scaling import create_scaling, register_scaling, scaling_names
+from binarize.nn.threshold import InputThreshold
 from binarize.nn.transforms import create_transform, register_transform, transform_names
 
 __all__ = [
@@ -16,6 +17,7 @@ __all__ = [
     "BinaryConv2d",
     "BinaryLayer",
     "BinaryLinear",
+    "InputThreshold",
     "binary_counterpart",
     "create_scaling",
     "create_transform",

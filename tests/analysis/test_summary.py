@@ -8,7 +8,9 @@ from binarize import BinarizeConfig, LayerConfig
 
 
 def test_resnet18_bireal_policy_reference_figures():
-    model = binarize.convert(binarize.load_model("torchvision:resnet18"), BinarizeConfig(keep_downsample=True))
+    # the Bi-Real policy has no learned input thresholds (they would add layer1.0.conv1's 64 τ)
+    config = BinarizeConfig(keep_downsample=True, min_informative_fraction=0.0)
+    model = binarize.convert(binarize.load_model("torchvision:resnet18"), config)
     summary = binarize.summarize(model, (torch.randn(1, 3, 224, 224),))
     assert summary.params == 11_689_512
     assert summary.bops / 1e9 == pytest.approx(1.676, abs=5e-4)
