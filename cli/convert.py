@@ -62,6 +62,7 @@ def convert(
     rule: list[str] = typer.Option([], "--rule", metavar="PATTERN=ACTION", help="PATTERN=float|binary|key:value,... where PATTERN is an fqn, re:REGEX or type:CLASS (fqn > re > type)."),
     strict: bool = typer.Option(DEFAULTS.strict, "--strict", help="Fail instead of warning when torch.fx cannot trace the model (else layers are swapped by name) or a --rule matches no layer."),
     activation_policy: str = typer.Option(DEFAULTS.activation_policy, "--activation-policy", help=f"Binary layers fed by ReLU/ReLU6/Hardsigmoid/Sigmoid: bypass binarizes the pre-activation, hardtanh clips to [-1, 1], keep warns. {one_of(ACTIVATION_POLICIES)}"),
+    min_informative_fraction: float = typer.Option(DEFAULTS.min_informative_fraction, "--min-informative-fraction", help="Binary layers whose input's rarer sign is present but rarer than this on the example input get a learned per-channel threshold (sign(x − τ)); 0 turns it off."),
     shape: str | None = typer.Option(None, "--input-shape", help="Example input shape, e.g. 1,3,224,224 (recorded for summary/export)."),
     output: Path | None = typer.Option(None, "--output", "-o", help="Output checkpoint. Default: <source name>.binarized.pt."),
     arch: str | None = ARCH_OPTION,
@@ -90,6 +91,7 @@ def convert(
         rules=tuple(LayerRule.parse(text, layer) for text in rule),
         strict=strict,
         activation_policy=activation_policy,
+        min_informative_fraction=min_informative_fraction,
     )
     out = output or default_output(source)
     check_output(out, force=force)

@@ -127,3 +127,18 @@ def test_convert_defaults_are_the_librarys(tmp_path, args, weights, inputs, inpu
     assert result.exit_code == 0, result.output
     layer = json.loads(result.stdout)["config"]["layer"]
     assert (layer["weight_estimator"], layer["input_estimator"], layer["input_estimator_args"]) == (weights, inputs, input_args)
+
+
+def test_convert_min_informative_fraction_sets_the_threshold_cut_off(tmp_path):
+    # resnet20's first binary conv reads the float stem through BN and ReLU (bypassed): not nearly one-signed,
+    # so a cut-off of 0.5 (the largest) is what gives every binary layer a threshold
+    counts = {}
+    for cut_off in ("0", "0.5"):
+        result = run("convert", "binarize:resnet20", "--min-informative-fraction", cut_off, "-o", str(tmp_path / f"{cut_off}.pt"), "--json")
+        assert result.exit_code == 0, result.output
+        payload = json.loads(result.stdout)
+        assert payload["config"]["min_informative_fraction"] == float(cut_off)
+        counts[cut_off] = sum(bool(row.get("input_threshold")) for row in payload["layers"])
+    assert counts["0"] == 0 and counts["0.5"] > 0
+    refused = run("convert", "binarize:resnet20", "--min-informative-fraction", "0.7", "-o", str(tmp_path / "x.pt"))
+    assert refused.exit_code == 1 and "outside [0, 0.5]" in refused.stderr
