@@ -187,9 +187,16 @@ class _Plan:
         self.kernels: dict[str, Any] = {}
         self.nodes: list[Any] = []
         self.extra_constants: list[Any] = []
+        # Constant nodes that only float nodes read join each segment that reads them (see
+        # segment_model), so that onnxruntime sees the slice bounds and pads of option-A shortcuts
+        # as constants instead of taking them as inputs on every call
+        kept = {v.name for v in graph.output} | {i for n in graph.node if n.domain == ops.DOMAIN for i in n.input}
+        self.constant_nodes = {n.output[0]: n for n in graph.node
+                               if n.domain == "" and n.op_type == "Constant" and n.output[0] not in kept}
         for node in graph.node:
             if node.domain != ops.DOMAIN:
-                self.nodes.append(node)
+                if node.output[0] not in self.constant_nodes:
+                    self.nodes.append(node)
                 continue
             attributes = binary_node_attributes(node, arrays)
             if attributes.binarize_input:
@@ -282,6 +289,9 @@ class _Plan:
         """A standalone ONNX model of ``nodes``: its inputs, the outputs later steps read."""
         import onnx
 
+        produced = {o for n in nodes for o in n.output}
+        nodes = [self.constant_nodes[i] for i in dict.fromkeys(i for n in nodes for i in n.input)
+                 if i in self.constant_nodes and i not in produced] + nodes
         produced = {o for n in nodes for o in n.output}
         constants = {t.name: t for t in [*self.model.graph.initializer, *self.extra_constants]}
         inputs = list(dict.fromkeys(i for n in nodes for i in n.input if i and i not in produced and i not in constants))

@@ -82,6 +82,8 @@ def test_resnet20_all_layers_binary_but_stem_and_head(tmp_path: Path) -> None:
     # stem, the two option-A shortcuts (strided slice + channel pad: computed from constants by the
     # exporter, folded so that the residual Add and Clip fuse into the binary conv), head
     assert list(packed.step_kinds().values()).count("float") == 4
+    # the shortcuts' slice bounds and pads are constants of their segment, not inputs fed each call
+    assert [len(step.inputs) for step in packed._steps if step.name not in packed.binary_layers] == [1, 1, 1, 1]
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
