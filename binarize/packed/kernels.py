@@ -6,7 +6,9 @@ Weights arrive in the file layout of SPEC §3 (``bits[O, ceil(K/64)]``, `F.unfol
 ``k = (c·kh + i)·kw + j``, bit ``k % 64`` of little-endian word ``k // 64``, set bit = −1, pad
 bits 0) and stay packed: construction re-lays them out once as ``[G, O/16 blocks, kh·kw·CW, 16]``
 words (16 output channels innermost, what the micro-kernels broadcast one activation word
-against) plus per-tap weight sums that remove zero-padding taps exactly. The input is
+against; with fewer than 64 channels per group, ``[G, O/16 blocks, kh·CW, 16]`` row windows,
+a kernel row's channels in CW words) plus per-tap weight sums that remove zero-padding taps
+exactly. The input is
 binarized by sign with sign(0) = +1 inside the kernel call; ``dot = K − 2·popcount(a xor w)``.
 
     >>> import numpy as np
