@@ -10,7 +10,12 @@
  *                                    bit set = -1 (x < 0; sign(0) = +1), zero padding packed as +1;
  *   weights     B[G][OB][T][16]      16 output channels innermost, T = kh*kw*CW taps-words, so one
  *                                    activation word meets 16 weight words with one broadcast;
- *   wsum        [O][kh*kw]           per-tap weight sums, to remove padding taps exactly.
+ *   wsum        [G][OB][kh*kw][16]   per-tap weight sums, to remove padding taps exactly.
+ * Row windows (geometry.window, chosen by kernels.py when a group has fewer than 64 channels and
+ * a kernel row of them fits in fewer words than one word per tap): A[N][Hp][Wo][G][CW] holds,
+ * for each output column, the kw input pixels one kernel row reads, channel-minor (bit
+ * j*cpg + c), in CW words; B is [G][OB][kh*CW][16] in the same order. With 16 channels a 3x3
+ * kernel then takes 3 words per output pixel instead of 9, each a quarter used.
  * dot = K - 2*popcount(a xor w) - (weight sum over the padding taps); pad bits are 0 on both sides.
  *
  * The Python-facing entry releases the GIL and runs on a small pthread pool whose workers spin
@@ -181,7 +186,8 @@ static void pool_after_fork_in_child(void) {
 /* geometry of one call                                                                       */
 
 typedef struct {
-    int n, c, h, w, groups, cpg, cw, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, o, og, ob, ho, wo, k, taps;
+    int n, c, h, w, groups, cpg, cw, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, o, og, ob, ho, wo, k, window, taps;
+    int columns; /* pixels per row of A: wp, or wo with row windows */
 } geometry;
 
 typedef struct {
@@ -193,7 +199,10 @@ typedef struct {
     const float *scale, *shift, *slope, *residual;
     void *out;
     int64_t *offsets;      /* word offset of tap-word t from a pixel's first word */
-    int *tap_lists;        /* per worker: room for kh*kw tap indices */
+    uint64_t *rows;        /* row windows only: per worker, one input row's pixel words [Wp][G] */
+    const int *row_class, *column_class; /* padding class of each output row / column (0: none) */
+    int row_classes, column_classes;
+    const int32_t *corrections; /* [G*OB][row class][column class][16] weight sums of padding taps */
     int path, activation, integer_output;
 } conv_call;
 
@@ -224,26 +233,6 @@ __attribute__((target("avx2"))) static inline unsigned mask_avx2(const float *x,
 }
 #endif
 
-/* One output row (n, y) of A: for every block of 8 pixels, (up to) 64 channels become 8 words.
- * BLOCK(first channel's 8 floats, channels, count, words) does the bit transposition. */
-#define PACK_ROW(BLOCK)                                                                        \
-    const geometry *g = call->g;                                                               \
-    const long plane = (long)g->h * g->w, step = (long)g->groups * g->cw;                      \
-    for (int grp = 0; grp < g->groups; grp++) {                                                \
-        for (int word = 0; word < g->cw; word++) {                                             \
-            int c0 = grp * g->cpg + word * 64;                                                 \
-            int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;                  \
-            const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;       \
-            uint64_t *dst = call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * step + grp * g->cw + word; \
-            for (int x0 = 0; x0 < g->w; x0 += 8) {                                             \
-                int count = g->w - x0 < 8 ? g->w - x0 : 8;                                     \
-                uint64_t words[8];                                                             \
-                BLOCK(row + x0, plane, channels, count, words);                                \
-                for (int p = 0; p < count; p++) dst[(long)(x0 + p) * step] = words[p];         \
-            }                                                                                  \
-        }                                                                                      \
-    }
-
 /* Portable: 8-pixel sign masks spread into t[byte] (bit c%8 of byte p = channel c, pixel p),
  * then an 8x8 byte transpose gives one word per pixel. */
 static inline void block_portable(const float *x, long plane, int channels, int count, uint64_t *words) {
@@ -256,42 +245,136 @@ static inline void block_portable(const float *x, long plane, int channels, int 
     }
 }
 
-static void pack_row_portable(const conv_call *call, int n, int y) { PACK_ROW(block_portable) }
+/* Input row (n, y) into `first` (its pixel x = 0, `words` words per pixel and group, consecutive
+ * pixels G*words apart): for every block of 8 pixels, (up to) 64 channels become 8 words. */
+static void pack_row_portable(const conv_call *call, int n, int y, uint64_t *first, int words) {
+    const geometry *g = call->g;
+    const long plane = (long)g->h * g->w, step = (long)g->groups * words;
+    for (int grp = 0; grp < g->groups; grp++) {
+        for (int word = 0; word < words; word++) {
+            const int c0 = grp * g->cpg + word * 64;
+            const int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;
+            const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;
+            uint64_t *dst = first + grp * words + word;
+            for (int x0 = 0; x0 < g->w; x0 += 8) {
+                const int count = g->w - x0 < 8 ? g->w - x0 : 8;
+                uint64_t out[8];
+                block_portable(row + x0, plane, channels, count, out);
+                for (int p = 0; p < count; p++) dst[(long)(x0 + p) * step] = out[p];
+            }
+        }
+    }
+}
 
 #if defined(BNZ_X86)
-/* AVX2: one byte of 8-pixel sign mask per channel; shifting pixel p's bit to bit 7 of every byte
- * and vpmovmskb collects 32 channels of pixel p at once. */
-__attribute__((target("avx2"))) static inline void block_avx2(const float *x, long plane, int channels, int count,
-                                                              uint64_t *words) {
-    uint8_t masks[64] = {0};
-    for (int cc = 0; cc < channels; cc++) masks[cc] = (uint8_t)mask_avx2(x + cc * plane, count);
-    const __m256i low = _mm256_loadu_si256((const __m256i *)masks);
-    const __m256i high = _mm256_loadu_si256((const __m256i *)(masks + 32));
-#define PIXEL(P)                                                                               \
-    words[P] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(low, 7 - (P)))       \
-               | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(high, 7 - (P))) << 32;
-    PIXEL(0) PIXEL(1) PIXEL(2) PIXEL(3) PIXEL(4) PIXEL(5) PIXEL(6) PIXEL(7)
-#undef PIXEL
-}
+#define PACK_SPAN 32 /* blocks of 8 pixels whose masks the AVX2 packer collects per channel pass */
 
-__attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call, int n, int y) {
-    PACK_ROW(block_avx2)
+/* AVX2, as pack_row_portable but channel by channel: each channel's row segment is read front to back
+ * into one byte of 8-pixel sign mask per block (reading the 64 channels of one block instead
+ * touches lines a plane apart, which for small planes share one L1 set), then per block,
+ * shifting pixel p's bit to bit 7 of every byte and vpmovmskb collects 32 channels at once. */
+__attribute__((target("avx2"))) static void pack_row_avx2(const conv_call *call, int n, int y, uint64_t *first,
+                                                           int words) {
+    const geometry *g = call->g;
+    const long plane = (long)g->h * g->w, step = (long)g->groups * words;
+    uint8_t masks[PACK_SPAN][64];
+    for (int grp = 0; grp < g->groups; grp++) {
+        for (int word = 0; word < words; word++) {
+            const int c0 = grp * g->cpg + word * 64;
+            const int channels = g->cpg - word * 64 < 64 ? g->cpg - word * 64 : 64;
+            const float *row = call->x + ((long)n * g->c + c0) * plane + (long)y * g->w;
+            uint64_t *dst = first + grp * words + word;
+            for (int x0 = 0; x0 < g->w; x0 += 8 * PACK_SPAN) {
+                const int span = g->w - x0 < 8 * PACK_SPAN ? g->w - x0 : 8 * PACK_SPAN, blocks = (span + 7) / 8;
+                if (channels < 64)
+                    for (int b = 0; b < blocks; b++) memset(masks[b] + channels, 0, (size_t)(64 - channels));
+                for (int cc = 0; cc < channels; cc++) {
+                    const float *src = row + cc * plane + x0;
+                    for (int b = 0; b < blocks; b++)
+                        masks[b][cc] = (uint8_t)mask_avx2(src + 8 * b, span - 8 * b < 8 ? span - 8 * b : 8);
+                }
+                for (int b = 0; b < blocks; b++) {
+                    const __m256i low = _mm256_loadu_si256((const __m256i *)masks[b]);
+                    const __m256i high = _mm256_loadu_si256((const __m256i *)(masks[b] + 32));
+                    uint64_t out[8];
+#define PIXEL(P)                                                                               \
+    out[P] = (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(low, 7 - (P)))         \
+             | (uint64_t)(uint32_t)_mm256_movemask_epi8(_mm256_slli_epi16(high, 7 - (P))) << 32;
+                    PIXEL(0) PIXEL(1) PIXEL(2) PIXEL(3) PIXEL(4) PIXEL(5) PIXEL(6) PIXEL(7)
+#undef PIXEL
+                    const int count = span - 8 * b < 8 ? span - 8 * b : 8;
+                    for (int p = 0; p < count; p++) dst[(long)(x0 + 8 * b + p) * step] = out[p];
+                }
+            }
+        }
+    }
 }
 #endif
+
+static void pack_row(const conv_call *call, int n, int y, uint64_t *first, int words) {
+#if defined(BNZ_X86)
+    if (call->path != PATH_PORTABLE) {
+        pack_row_avx2(call, n, y, first, words);
+        return;
+    }
+#endif
+    pack_row_portable(call, n, y, first, words);
+}
+
+/* Row windows of input row (n, y): the row's pixel words (one per group: cpg < 64) go to the
+ * worker's scratch row, whose padding columns stay zero, then each output column's window
+ * appends its kw pixels' cpg bits. */
+static void pack_windows(const conv_call *call, int n, int y, int worker) {
+    const geometry *g = call->g;
+    uint64_t *row = call->rows + (long)worker * g->wp * g->groups;
+    pack_row(call, n, y, row + (long)g->pl * g->groups, 1);
+    uint64_t *dst = call->a + ((long)n * g->hp + y + g->pt) * g->columns * g->groups * g->cw;
+    const int cpg = g->cpg, kw = g->kw;
+    const long pixel_step = (long)g->dw * g->groups;
+    if (g->cw == 1) { /* a kernel row in one word: no field straddles two */
+        for (int ox = 0; ox < g->wo; ox++) {
+            for (int grp = 0; grp < g->groups; grp++) {
+                const uint64_t *pixel = row + (long)ox * g->sw * g->groups + grp;
+                uint64_t window = 0;
+                for (int j = 0; j < kw; j++) window |= pixel[j * pixel_step] << (j * cpg);
+                *dst++ = window;
+            }
+        }
+        return;
+    }
+    for (int ox = 0; ox < g->wo; ox++) {
+        for (int grp = 0; grp < g->groups; grp++) {
+            const uint64_t *pixel = row + (long)ox * g->sw * g->groups + grp;
+            uint64_t current = 0; /* the word being filled, its low `filled` bits taken (cpg < 64) */
+            int filled = 0;
+            for (int j = 0; j < kw; j++) {
+                const uint64_t v = pixel[j * pixel_step];
+                current |= v << filled;
+                if (filled + cpg >= 64) {
+                    *dst++ = current;
+                    current = filled ? v >> (64 - filled) : 0;
+                    filled += cpg - 64;
+                } else {
+                    filled += cpg;
+                }
+            }
+            if (filled) *dst++ = current;
+        }
+    }
+}
 
 /* Units: rows (n, y) of the input. */
 static void pack_task(void *ctx, long begin, long end, int worker) {
     const conv_call *call = ctx;
-    (void)worker;
+    const geometry *g = call->g;
     for (long r = begin; r < end; r++) {
-        int n = (int)(r / call->g->h), y = (int)(r % call->g->h);
-#if defined(BNZ_X86)
-        if (call->path != PATH_PORTABLE) {
-            pack_row_avx2(call, n, y);
-            continue;
+        int n = (int)(r / g->h), y = (int)(r % g->h);
+        if (g->window) {
+            pack_windows(call, n, y, worker);
+        } else {
+            const long step = (long)g->groups * g->cw;
+            pack_row(call, n, y, call->a + (((long)n * g->hp + y + g->pt) * g->wp + g->pl) * step, g->cw);
         }
-#endif
-        pack_row_portable(call, n, y);
     }
 }
 
@@ -430,27 +513,55 @@ static tile_fn tile_kernel(int path) {
 /* contiguous (vectorizable) loops per channel once the micro-kernels have filled the chunk.    */
 
 
-/* The taps (i*kw + j) of output (oy, ox) that fall into the zero padding; returns how many. */
-static int padding_taps(const geometry *g, int oy, int ox, int *taps) {
-    int count = 0;
-    for (int i = 0; i < g->kh; i++) {
-        int y = oy * g->sh + i * g->dh - g->pt;
-        int row_out = y < 0 || y >= g->h;
-        for (int j = 0; j < g->kw; j++) {
-            int x = ox * g->sw + j * g->dw - g->pl;
-            if (row_out || x < 0 || x >= g->w) taps[count++] = i * g->kw + j;
+/* Padding taps. Those of output (oy, ox) are the first and last few kernel rows (cut off at the
+ * top and bottom) and columns (at the left and right), so outputs of one row class and one column
+ * class lose the same weight sums: run_conv tabulates them once per call and weight block.
+ * classify() gives each output position along one axis its class, (taps cut off before, after)
+ * pairs in `cuts`, class 0 = (0, 0); returns the number of classes. */
+static int classify(int outputs, int stride, int dilation, int taps, int pad, int size, int *class_of, int *cuts) {
+    int classes = 1;
+    cuts[0] = cuts[1] = 0;
+    for (int o = 0; o < outputs; o++) {
+        int before = 0, after = 0;
+        for (int t = 0; t < taps; t++) {
+            const int at = o * stride + t * dilation - pad;
+            before += at < 0, after += at >= size;
         }
+        int c = 0;
+        while (c < classes && (cuts[2 * c] != before || cuts[2 * c + 1] != after)) c++;
+        if (c == classes) cuts[2 * c] = before, cuts[2 * c + 1] = after, classes++;
+        class_of[o] = c;
     }
-    return count;
+    return classes;
 }
 
-static inline int is_edge(const geometry *g, int oy, int ox) {
-    return oy * g->sh < g->pt || ox * g->sw < g->pl || oy * g->sh + (g->kh - 1) * g->dh >= g->pt + g->h
-           || ox * g->sw + (g->kw - 1) * g->dw >= g->pl + g->w;
+/* corrections[block][r][c][j] = the weight sums (wsum) of the taps row class r and column class
+ * c cut off, for the block's 16 channels j. */
+static void tabulate_corrections(const conv_call *call, const int *row_cuts, const int *column_cuts,
+                                 int32_t *corrections) {
+    const geometry *g = call->g;
+    const int blocks = g->groups * g->ob, area = g->kh * g->kw;
+    for (int block = 0; block < blocks; block++) {
+        for (int r = 0; r < call->row_classes; r++) {
+            for (int c = 0; c < call->column_classes; c++) {
+                int32_t *sum = corrections + (((long)block * call->row_classes + r) * call->column_classes + c) * OT;
+                memset(sum, 0, OT * sizeof(int32_t));
+                for (int i = 0; i < g->kh; i++) {
+                    const int row_cut = i < row_cuts[2 * r] || i >= g->kh - row_cuts[2 * r + 1];
+                    for (int j = 0; j < g->kw; j++) {
+                        if (!row_cut && j >= column_cuts[2 * c] && j < g->kw - column_cuts[2 * c + 1]) continue;
+                        const int32_t *w = call->wsum + ((long)block * area + i * g->kw + j) * OT;
+                        for (int lane = 0; lane < OT; lane++) sum[lane] += w[lane];
+                    }
+                }
+            }
+        }
+    }
 }
 
 /* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel. */
-static void epilogue(const conv_call *call, int o, const int32_t *restrict dot, long at, int count) {
+static inline __attribute__((always_inline)) void epilogue(const conv_call *call, int o, const int32_t *restrict dot,
+                                                            long at, int count) {
     const float scale = call->scale[o], shift = call->shift[o];
     float *restrict y = (float *)call->out + at;
     if (call->integer_output) {
@@ -472,7 +583,9 @@ static void epilogue(const conv_call *call, int o, const int32_t *restrict dot, 
     }
 }
 
-static void conv_task(void *ctx, long begin, long end, int worker) {
+/* Units of one call. Inlined twice: for AVX2 (the epilogue's loops in ymm registers; every SIMD
+ * path uses it) and for the default target (the portable path). */
+static inline __attribute__((always_inline)) void conv_units(void *ctx, long begin, long end, int worker) {
     const conv_call *call = ctx;
     const geometry *g = call->g;
     const int pixels_per_tile = PATH_PIXELS[call->path];
@@ -481,19 +594,20 @@ static void conv_task(void *ctx, long begin, long end, int worker) {
     const long words_per_pixel = (long)g->groups * g->cw;
     int32_t dot[OT][DOT_COLUMNS];
     const uint64_t *a[CHUNK + PT_MAX];
-    int edge[CHUNK], rows[CHUNK], cols[CHUNK];
-    int *taps_out = call->tap_lists + (long)worker * g->kh * g->kw;
+    int edge[CHUNK], edge_class[CHUNK];
+    (void)worker;
     for (long unit = begin; unit < end; unit++) {
         const long chunk = unit % chunks, image = unit / chunks % g->n, block = unit / chunks / g->n;
         const int grp = (int)(block / g->ob), ob = (int)(block % g->ob);
         const long first = chunk * CHUNK;
         const int count = plane - first < CHUNK ? (int)(plane - first) : CHUNK;
-        const uint64_t *image_words = call->a + image * g->hp * g->wp * words_per_pixel + (long)grp * g->cw;
+        const uint64_t *image_words = call->a + image * g->hp * g->columns * words_per_pixel + (long)grp * g->cw;
+        const long column_step = g->window ? 1 : g->sw; /* a window per output column */
         int oy = (int)(first / g->wo), ox = (int)(first % g->wo), edges = 0;
         for (int p = 0; p < count; p++) {
-            a[p] = image_words + ((long)oy * g->sh * g->wp + (long)ox * g->sw) * words_per_pixel;
-            rows[p] = oy, cols[p] = ox;
-            if (is_edge(g, oy, ox)) edge[edges++] = p;
+            a[p] = image_words + ((long)oy * g->sh * g->columns + ox * column_step) * words_per_pixel;
+            const int row_class = call->row_class[oy], column_class = call->column_class[ox];
+            if (row_class | column_class) edge[edges] = p, edge_class[edges++] = row_class * call->column_classes + column_class;
             if (++ox == g->wo) ox = 0, oy++;
         }
         for (int p = count; p < count + pixels_per_tile; p++) a[p] = a[count - 1]; /* short tiles repeat */
@@ -501,12 +615,10 @@ static void conv_task(void *ctx, long begin, long end, int worker) {
             tile(a + t0, call->offsets, g->taps, call->b + block * g->taps * OT, g->k, dot, t0);
         }
         const int channels = g->og - ob * OT < OT ? g->og - ob * OT : OT;
+        const int32_t *corrections = call->corrections + block * call->row_classes * call->column_classes * OT;
         for (int e = 0; e < edges; e++) { /* remove the padding taps' weight sums */
-            const int p = edge[e], count_out = padding_taps(g, rows[p], cols[p], taps_out);
-            for (int j = 0; j < channels; j++) {
-                const int32_t *wsum = call->wsum + (long)(grp * g->og + ob * OT + j) * g->kh * g->kw;
-                for (int t = 0; t < count_out; t++) dot[j][p] -= wsum[taps_out[t]];
-            }
+            const int32_t *correction = corrections + edge_class[e] * OT;
+            for (int j = 0; j < OT; j++) dot[j][edge[e]] -= correction[j];
         }
         for (int j = 0; j < channels; j++) {
             const int o = grp * g->og + ob * OT + j;
@@ -515,31 +627,59 @@ static void conv_task(void *ctx, long begin, long end, int worker) {
     }
 }
 
+
+static void conv_task_portable(void *ctx, long begin, long end, int worker) { conv_units(ctx, begin, end, worker); }
+#if defined(BNZ_X86)
+__attribute__((target("avx2"))) static void conv_task_avx2(void *ctx, long begin, long end, int worker) {
+    conv_units(ctx, begin, end, worker);
+}
+#endif
+
 static int run_conv(conv_call *call) {
     const geometry *g = call->g;
-    const size_t words = (size_t)g->n * g->hp * g->wp * g->groups * g->cw;
+    const size_t words = (size_t)g->n * g->hp * g->columns * g->groups * g->cw;
     void *buffer = NULL;
     int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
     /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
     const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
     const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
-    int *tap_lists = malloc((size_t)workers * g->kh * g->kw * sizeof(int));
-    if (!offsets || !tap_lists || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
-        free(offsets), free(tap_lists);
+    uint64_t *rows = g->window ? calloc((size_t)workers * g->wp * g->groups, sizeof(uint64_t)) : NULL;
+    /* classes and (before, after) cuts of output rows, then of output columns */
+    int *classes = malloc((size_t)3 * (g->ho + g->wo + 2) * sizeof(int));
+    if (!offsets || (g->window && !rows) || !classes
+        || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
+        free(offsets), free(rows), free(classes);
         return -1;
     }
+    int *row_cuts = classes + g->ho + g->wo, *column_cuts = row_cuts + 2 * (g->ho + 1);
+    call->row_class = classes, call->column_class = classes + g->ho;
+    call->row_classes = classify(g->ho, g->sh, g->dh, g->kh, g->pt, g->h, classes, row_cuts);
+    call->column_classes = classify(g->wo, g->sw, g->dw, g->kw, g->pl, g->w, classes + g->ho, column_cuts);
+    int32_t *corrections = malloc((size_t)g->groups * g->ob * call->row_classes * call->column_classes * OT
+                                  * sizeof(int32_t));
+    if (!corrections) {
+        free(offsets), free(rows), free(classes), free(buffer);
+        return -1;
+    }
+    tabulate_corrections(call, row_cuts, column_cuts, corrections);
+    call->corrections = corrections;
     memset(buffer, 0, words * sizeof(uint64_t));
+    const int tap_columns = g->window ? 1 : g->kw; /* a window holds a whole kernel row */
     for (int i = 0, t = 0; i < g->kh; i++)
-        for (int j = 0; j < g->kw; j++)
+        for (int j = 0; j < tap_columns; j++)
             for (int word = 0; word < g->cw; word++, t++)
-                offsets[t] = ((long)i * g->dh * g->wp + (long)j * g->dw) * g->groups * g->cw + word;
+                offsets[t] = ((long)i * g->dh * g->columns + (long)j * g->dw) * g->groups * g->cw + word;
     call->a = buffer;
     call->offsets = offsets;
-    call->tap_lists = tap_lists;
+    call->rows = rows;
     const long chunks = ((long)g->ho * g->wo + CHUNK - 1) / CHUNK;
     pool_run(pack_task, call, (long)g->n * g->h, workers);
+    task_fn conv_task = conv_task_portable;
+#if defined(BNZ_X86)
+    if (call->path != PATH_PORTABLE) conv_task = conv_task_avx2;
+#endif
     pool_run(conv_task, call, (long)g->groups * g->ob * g->n * chunks, workers);
-    free(tap_lists), free(offsets), free(buffer);
+    free(corrections), free(classes), free(rows), free(offsets), free(buffer);
     return 0;
 }
 
@@ -581,6 +721,7 @@ static PyObject *py_set_threads(PyObject *self, PyObject *args) {
 }
 
 /* conv(x, geometry, weights, wsum, scale, shift, slope, residual, out, path, activation, integer)
+ * geometry = (n, c, h, w, groups, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, o, ob, ho, wo, k, cpg, cw, window)
  * Buffers are C-contiguous and checked by kernels.py; slope and residual may be None. */
 static PyObject *py_conv(PyObject *self, PyObject *args) {
     (void)self;
@@ -590,16 +731,21 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
     const char *path_name;
     conv_call call;
     memset(&call, 0, sizeof call);
-    if (!PyArg_ParseTuple(args, "y*(iiiiiiiiiiiiiiiiiiiiii)y*y*y*y*OOw*sip", &x, &g.n, &g.c, &g.h, &g.w, &g.groups,
+    if (!PyArg_ParseTuple(args, "y*(iiiiiiiiiiiiiiiiiiiiiip)y*y*y*y*OOw*sip", &x, &g.n, &g.c, &g.h, &g.w, &g.groups,
                           &g.kh, &g.kw, &g.sh, &g.sw, &g.dh, &g.dw, &g.pt, &g.pl, &g.hp, &g.wp, &g.o, &g.ob, &g.ho,
-                          &g.wo, &g.k, &g.cpg, &g.cw, &b, &wsum, &scale, &shift, &slope_obj, &residual_obj, &out,
+                          &g.wo, &g.k, &g.cpg, &g.cw, &g.window, &b, &wsum, &scale, &shift, &slope_obj, &residual_obj, &out,
                           &path_name, &call.activation, &call.integer_output))
         return NULL;
     for (call.path = 0; call.path < PATH_COUNT && strcmp(path_name, PATH_NAMES[call.path]); call.path++) {}
     g.og = g.o / g.groups;
-    g.taps = g.kh * g.kw * g.cw;
+    g.taps = g.window ? g.kh * g.cw : g.kh * g.kw * g.cw;
+    g.columns = g.window ? g.wo : g.wp;
     int failed = (slope_obj != Py_None && PyObject_GetBuffer(slope_obj, &slope, PyBUF_SIMPLE) < 0)
                  || (residual_obj != Py_None && PyObject_GetBuffer(residual_obj, &residual, PyBUF_SIMPLE) < 0);
+    if (!failed && g.window && (g.cpg > 64 || g.cw != (g.kw * g.cpg + 63) / 64)) {
+        PyErr_SetString(PyExc_ValueError, "row windows need fewer than 64 channels per group");
+        failed = 1;
+    }
     if (!failed && (call.path < 0 || call.path >= PATH_COUNT || !cpu_has(call.path))) {
         PyErr_SetString(PyExc_ValueError, "kernel path not available on this CPU");
         failed = 1;

@@ -6,7 +6,9 @@ Weights arrive in the file layout of SPEC §3 (``bits[O, ceil(K/64)]``, `F.unfol
 ``k = (c·kh + i)·kw + j``, bit ``k % 64`` of little-endian word ``k // 64``, set bit = −1, pad
 bits 0) and stay packed: construction re-lays them out once as ``[G, O/16 blocks, kh·kw·CW, 16]``
 words (16 output channels innermost, what the micro-kernels broadcast one activation word
-against) plus per-tap weight sums that remove zero-padding taps exactly. The input is
+against; with fewer than 64 channels per group, ``[G, O/16 blocks, kh·CW, 16]`` row windows,
+a kernel row's channels in CW words) plus per-tap weight sums that remove zero-padding taps
+exactly. The input is
 binarized by sign with sign(0) = +1 inside the kernel call; ``dot = K − 2·popcount(a xor w)``.
 
     >>> import numpy as np
@@ -70,21 +72,40 @@ def _aligned_empty(count: int, dtype) -> np.ndarray:
     return raw[start: start + count * itemsize].view(dtype)
 
 
+def _row_windows(cpg: int, kw: int) -> bool:
+    """Whether the kernels read row windows (see _kernels.c): a kernel row of a group's channels
+    in fewer words than one word per tap, as with 16 or 32 channels and a 3-wide kernel."""
+    return cpg < 64 and -(-kw * cpg // 64) < kw
+
+
 def _weight_layout(bits: np.ndarray, groups: int, cpg: int, kernel: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """File words [O, ceil(K/64)] → kernel words [G, OB, kh·kw·CW, 16] and per-tap weight
-    sums [O, kh·kw] (int32). Only a transient bit array is unpacked; nothing stays float."""
+    """File words [O, ceil(K/64)] → kernel words [G, OB, kh·kw·CW, 16] (with row windows
+    [G, OB, kh·CW, 16], CW words per kernel row) and per-tap weight sums [G, OB, kh·kw, 16]
+    (int32). Only a transient bit array is unpacked; nothing stays float."""
     out = bits.shape[0]
     kh, kw = kernel
     k = cpg * kh * kw
     og = out // groups
-    blocks, cw = -(-og // _BLOCK), -(-cpg // 64)
+    blocks = -(-og // _BLOCK)
     negative = np.unpackbits(np.ascontiguousarray(bits, dtype="<u8").view(np.uint8), axis=1, bitorder="little")[:, :k]
     negative = negative.reshape(groups, og, cpg, kh, kw)
-    wsum = (cpg - 2 * negative.sum(axis=2, dtype=np.int32)).reshape(out, kh * kw)
-    padded = np.zeros((groups, blocks * _BLOCK, cw * 64, kh, kw), np.uint8)
-    padded[:, :og, :cpg] = negative
-    # [G, OB, 16, CW, 64, kh, kw] → [G, OB, kh, kw, CW, 16, 64], then 64 bits → one little-endian word
-    order = padded.reshape(groups, blocks, _BLOCK, cw, 64, kh, kw).transpose(0, 1, 5, 6, 3, 2, 4)
+    wsum = np.zeros((groups, blocks * _BLOCK, kh * kw), np.int32)
+    wsum[:, :og] = (cpg - 2 * negative.sum(axis=2, dtype=np.int32)).reshape(groups, og, kh * kw)
+    wsum = wsum.reshape(groups, blocks, _BLOCK, kh * kw).transpose(0, 1, 3, 2)
+    if _row_windows(cpg, kw):
+        cw = -(-kw * cpg // 64)
+        rows = negative.transpose(0, 1, 3, 4, 2).reshape(groups, og, kh, kw * cpg)  # bit j·cpg + c
+        padded = np.zeros((groups, blocks * _BLOCK, kh, cw * 64), np.uint8)
+        padded[:, :og, :, :kw * cpg] = rows
+        # [G, OB, 16, kh, CW, 64] → [G, OB, kh, CW, 16, 64]
+        order = padded.reshape(groups, blocks, _BLOCK, kh, cw, 64).transpose(0, 1, 3, 4, 2, 5)
+    else:
+        cw = -(-cpg // 64)
+        padded = np.zeros((groups, blocks * _BLOCK, cw * 64, kh, kw), np.uint8)
+        padded[:, :og, :cpg] = negative
+        # [G, OB, 16, CW, 64, kh, kw] → [G, OB, kh, kw, CW, 16, 64]
+        order = padded.reshape(groups, blocks, _BLOCK, cw, 64, kh, kw).transpose(0, 1, 5, 6, 3, 2, 4)
+    # 64 bits → one little-endian word
     words = np.packbits(np.ascontiguousarray(order), axis=-1, bitorder="little").view("<u8").reshape(-1)
     layout = _aligned_empty(words.size, np.uint64)
     layout[:] = words
@@ -132,6 +153,9 @@ class BinaryConv(_Epilogue):
             raise ValueError(f"bits has shape {bits.shape}, expected [{self.out_channels}, {-(-self.k // 64)}] "
                              f"for K={self.k}")
         self._weights, self._wsum = _weight_layout(bits, self.groups, cpg, self.kernel)
+        windows = _row_windows(cpg, self.kernel[1])
+        # (words per tap or per row window, whether row windows)
+        self._words = (-(-self.kernel[1] * cpg // 64) if windows else -(-cpg // 64), int(windows))
         self._init_epilogue(self.out_channels, scale, shift, activation, slope)
         self._activation_id = ACTIVATIONS.index(activation)
         self._geometries: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, int, int, int]]] = {}
@@ -160,7 +184,7 @@ class BinaryConv(_Epilogue):
         cpg = self.in_channels // self.groups
         geometry = (n, self.in_channels, height, width, self.groups, *self.kernel, *self.stride, *self.dilation,
                     top, left, height + top + bottom, width + left + right, self.out_channels,
-                    -(-(self.out_channels // self.groups) // _BLOCK), out_h, out_w, self.k, cpg, -(-cpg // 64))
+                    -(-(self.out_channels // self.groups) // _BLOCK), out_h, out_w, self.k, cpg, *self._words)
         if len(self._geometries) >= 16:
             self._geometries.clear()
         self._geometries[shape] = geometry, (n, self.out_channels, out_h, out_w)

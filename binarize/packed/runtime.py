@@ -4,10 +4,11 @@ At load the file is validated whole (`binarize.packed.validate`), W1A32 nodes ar
 standard ONNX ops (a float Conv/MatMul on their unpacked ±1 weights), and the graph is cut
 into stages: a binary node's stage is one more than its inputs', a float node's is the
 largest of its inputs'. The float nodes of one stage form one in-memory onnxruntime session;
-the binary nodes of a stage run after it in the kernels, which keep their weights packed. Float
-weight matrices (Gemm/MatMul) are fed to their session on each call rather than held by it, so
-they are resident once. A call runs that precomputed schedule and frees each value after its
-last use.
+the binary nodes of a stage run after it in the kernels, which keep their weights packed. A
+segment with little work per sample runs on one onnxruntime thread unless the batch makes it
+large (a second session). Float weight matrices (Gemm/MatMul) are fed to their session on each
+call rather than held by it, so they are resident once. A call runs that precomputed schedule
+and frees each value after its last use.
 
 Imports NumPy, onnx and onnxruntime only: neither torch nor numba.
 """
@@ -33,6 +34,11 @@ from binarize.packed.validate import binary_node_attributes
 DISABLED_OPTIMIZERS = ("ConvMulFusion",)
 _RUN_FIX = "give inputs of the shape and dtype the model was exported with"
 _CALIBRATION_BATCHES = 4
+#: float segments (per call) with fewer multiply-adds run on one onnxruntime thread: waking a
+#: second one costs more than it saves, and on a busy machine it may not run for milliseconds
+#: (measured: ResNet-20 at 2 threads, whose float segments are all this small, took 3–5× longer
+#: with both cores busy; onnxruntime int8 1.2×)
+_PARALLEL_MACS = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -187,9 +193,16 @@ class _Plan:
         self.kernels: dict[str, Any] = {}
         self.nodes: list[Any] = []
         self.extra_constants: list[Any] = []
+        # Constant nodes that only float nodes read join each segment that reads them (see
+        # segment_model), so that onnxruntime sees the slice bounds and pads of option-A shortcuts
+        # as constants instead of taking them as inputs on every call
+        kept = {v.name for v in graph.output} | {i for n in graph.node if n.domain == ops.DOMAIN for i in n.input}
+        self.constant_nodes = {n.output[0]: n for n in graph.node
+                               if n.domain == "" and n.op_type == "Constant" and n.output[0] not in kept}
         for node in graph.node:
             if node.domain != ops.DOMAIN:
-                self.nodes.append(node)
+                if node.output[0] not in self.constant_nodes:
+                    self.nodes.append(node)
                 continue
             attributes = binary_node_attributes(node, arrays)
             if attributes.binarize_input:
@@ -272,16 +285,29 @@ class _Plan:
     def _float_step(self, name: str, nodes: list[Any], wanted: set[str], threads: int, model: Any = None) -> _Step:
         segment = model if model is not None else self.segment_model(nodes, wanted)
         weights = _fed_weights(segment)
-        session = _session(segment.SerializeToString(), threads)
+        model_bytes = segment.SerializeToString()
+        run = _session(model_bytes, threads).run
+        per_sample = _multiply_adds(segment) if threads > 1 else 0.0
         inputs = tuple(v.name for v in segment.graph.input if v.name not in weights)
         outputs = tuple(v.name for v in segment.graph.output)
-        run = session.run
-        return _Step(name, lambda values: run(list(outputs), {**weights, **dict(zip(inputs, values))}), inputs, outputs, ())
+        if threads == 1 or per_sample >= _PARALLEL_MACS:
+            return _Step(name, lambda values: run(list(outputs), {**weights, **dict(zip(inputs, values))}), inputs, outputs, ())
+        run_alone = _session(model_bytes, 1).run  # small segment: one thread unless the batch is large
+
+        def run_sized(values: list[np.ndarray]) -> list[np.ndarray]:
+            batch = values[0].shape[0] if values and values[0].ndim else 1
+            chosen = run_alone if batch * per_sample < _PARALLEL_MACS else run
+            return chosen(list(outputs), {**weights, **dict(zip(inputs, values))})
+
+        return _Step(name, run_sized, inputs, outputs, ())
 
     def segment_model(self, nodes: list[Any], wanted: set[str]) -> Any:
         """A standalone ONNX model of ``nodes``: its inputs, the outputs later steps read."""
         import onnx
 
+        produced = {o for n in nodes for o in n.output}
+        nodes = [self.constant_nodes[i] for i in dict.fromkeys(i for n in nodes for i in n.input)
+                 if i in self.constant_nodes and i not in produced] + nodes
         produced = {o for n in nodes for o in n.output}
         constants = {t.name: t for t in [*self.model.graph.initializer, *self.extra_constants]}
         inputs = list(dict.fromkeys(i for n in nodes for i in n.input if i and i not in produced and i not in constants))
@@ -305,7 +331,10 @@ class _Plan:
 
         name = node.name or node.output[0]
         layer = self.kernels[name]
-        self.types[node.output[0]] = helper.make_tensor_type_proto(TensorProto.FLOAT, None)
+        dims = _dims(self.types.get(node.input[ops.X]))
+        # the output's shape, where the input's is known, lets later segments count their work
+        self.types[node.output[0]] = helper.make_tensor_type_proto(
+            TensorProto.FLOAT, None if dims is None else layer.output_dims(dims))
         residual = len(node.input) > ops.RESIDUAL and node.input[ops.RESIDUAL]
         inputs = (node.input[ops.X], node.input[ops.RESIDUAL]) if residual else (node.input[ops.X],)
         return _Step(name, lambda values: [layer(*values)], inputs, (node.output[0],), ())
@@ -353,6 +382,13 @@ def _conv_geometry(a: ops.ConvAttributes) -> dict[str, tuple[int, ...]]:
     return {"kernel": a.kernel_shape, "stride": a.strides, "padding": a.pads, "dilation": a.dilations}
 
 
+def _dims(value_type: Any) -> list[int | None] | None:
+    """The dimensions of a tensor type (None where unknown), or None without a shape."""
+    if value_type is None or not value_type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_type.tensor_type.shape.dim]
+
+
 class _Conv:
     """Maps conv1d to the 1×k 2-d kernel. Shapes are checked by the kernel wrapper (once per input
     shape, then cached), so a call adds nothing on the way to the native code."""
@@ -361,6 +397,14 @@ class _Conv:
         self.kernel, self.attributes = kernel, a
         self.nbytes = kernel.nbytes
         self.one_d = len(a.kernel_shape) == 1
+
+    def output_dims(self, dims: list[int | None]) -> list[int | None] | None:
+        """Output dimensions for input ``dims`` (NCHW or NCL; None where unknown)."""
+        if len(dims) != (3 if self.one_d else 4) or None in dims[2:]:
+            return None
+        height, width = (1, dims[2]) if self.one_d else dims[2:]
+        out_h, out_w = self.kernel.output_size(height, width)
+        return [dims[0], self.kernel.out_channels, *([out_w] if self.one_d else [out_h, out_w])]
 
     def accumulate(self, x: np.ndarray) -> np.ndarray:
         """The exact integer dot products (int32), NCHW or NCL."""
@@ -392,6 +436,10 @@ class _Linear:
             raise ValueError(f"expected [..., {self.kernel.in_features}] input, got {list(x.shape)}")
         return np.ascontiguousarray(x, dtype=np.float32).reshape(-1, self.kernel.in_features)
 
+    def output_dims(self, dims: list[int | None]) -> list[int | None] | None:
+        """Output dimensions for input ``dims`` ([..., K]; None where unknown)."""
+        return [*dims[:-1], self.kernel.out_features] if dims else None
+
     def accumulate(self, x: np.ndarray) -> np.ndarray:
         return self.kernel.accumulate(self._rows(x)).reshape(*x.shape[:-1], self.kernel.out_features)
 
@@ -421,6 +469,29 @@ def _fed_weights(segment: Any) -> dict[str, np.ndarray]:
     graph.initializer.extend(kept)
     graph.input.extend(helper.make_tensor_value_info(name, TensorProto.FLOAT, array.shape) for name, array in weights.items())
     return weights
+
+
+def _multiply_adds(segment: Any) -> float:
+    """Multiply-adds of ``segment``'s Conv, Gemm and MatMul nodes for one sample (an unknown
+    leading dimension counts as 1); infinite where another dimension is unknown."""
+    import math
+
+    import onnx
+
+    graph = onnx.shape_inference.infer_shapes(segment).graph
+    shapes = {v.name: [d.dim_value if d.HasField("dim_value") else int(axis == 0)
+                       for axis, d in enumerate(v.type.tensor_type.shape.dim)]
+              for v in [*graph.input, *graph.value_info, *graph.output] if v.type.HasField("tensor_type")}
+    shapes.update({t.name: list(t.dims) for t in graph.initializer})
+    total = 0.0
+    for node in graph.node:
+        if node.op_type not in ("Conv", "Gemm", "MatMul"):
+            continue
+        out, operand = shapes.get(node.output[0]), shapes.get(node.input[1 if node.op_type == "Conv" else 0])
+        if not out or not operand or 0 in out or 0 in operand:
+            return math.inf
+        total += math.prod(out) * (math.prod(operand[1:]) if node.op_type == "Conv" else operand[-1])
+    return total
 
 
 def _return_freed_memory() -> None:

@@ -82,6 +82,24 @@ def test_resnet20_all_layers_binary_but_stem_and_head(tmp_path: Path) -> None:
     # stem, the two option-A shortcuts (strided slice + channel pad: computed from constants by the
     # exporter, folded so that the residual Add and Clip fuse into the binary conv), head
     assert list(packed.step_kinds().values()).count("float") == 4
+    # the shortcuts' slice bounds and pads are constants of their segment, not inputs fed each call
+    assert [len(step.inputs) for step in packed._steps if step.name not in packed.binary_layers] == [1, 1, 1, 1]
+
+
+def test_float_segments_count_their_work_through_binary_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small float segments run on one onnxruntime thread: their multiply-adds per sample are
+    counted on shapes carried through the binary layers (the head's input comes after 18)."""
+    from binarize.packed import runtime
+
+    x = torch.randn(1, 3, 32, 32)
+    path = save_packed(_converted(create("resnet20"), x), tmp_path / "resnet20.bnz", (x,))
+    counted: list[float] = []
+    count = runtime._multiply_adds
+    monkeypatch.setattr(runtime, "_multiply_adds", lambda segment: counted.append(count(segment)) or counted[-1])
+    packed = load_packed(path, threads=2)
+    # stem conv 3→16 3×3 at 32², the two option-A shortcuts, the 64→10 classifier
+    assert counted == [3 * 16 * 9 * 32 * 32, 0, 0, 64 * 10]
+    np.testing.assert_allclose(packed(np.repeat(x.numpy(), 40, axis=0))[:1], packed(x.numpy()), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", ["resnet18", "mobilenet_v2"])
