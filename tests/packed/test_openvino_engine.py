@@ -5,6 +5,7 @@ the facts about OpenVINO the engine relies on (bit order, sign(0), zero padding,
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -195,11 +196,11 @@ def test_demo_model(tmp_path: Path) -> None:
         "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "shufflenet_v2_x0_5", "densenet121", "regnet_x_400mf",
         "convnext_tiny", "mobilenet_v3_small")),
 ])
-def test_torchvision_models(name: str, tmp_path: Path) -> None:
+def test_torchvision_models(name: str, tmp_path: Path, trained_statistics: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
     torch.manual_seed(0)
     size = {"resnet18": 48, "vgg11_bn": 224}.get(name, 64)  # the writer needs 224² for VGG (as the runtime tests)
     x = torch.randn(2, 3, size, size)
-    model = getattr(torchvision.models, name)(num_classes=10)
+    model = trained_statistics(getattr(torchvision.models, name)(num_classes=10))
     assert_engines_agree(_converted(model, x), x, tmp_path / f"{name}.bnz")
 
 
