@@ -94,7 +94,8 @@ class OpenVINOModel:
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
         dims = self._input_dims[0][1:] if self._input_dims else [None]
-        return None if None in dims else tuple(dims)
+        known = [d for d in dims if d is not None]
+        return tuple(known) if len(known) == len(dims) else None
 
     def set_num_threads(self, threads: int) -> None:
         """CPU threads for later calls (a model is compiled per thread count and input shape)."""
