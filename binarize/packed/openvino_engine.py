@@ -8,8 +8,9 @@ binary node to OpenVINO ops:
 - W1A1 (``binarize_input=1``): a 2-level ``FakeQuantize`` (x ≥ 0 → 1, x < 0 → 0) feeding an opset1
   ``BinaryConvolution`` (``xnor-popcount`` over ``u1`` weights, ``pad_value`` 0 so that zero padding
   contributes nothing, as the packed kernels do). A linear layer is the 1×1 convolution of its
-  rows, a conv1d the 1×k conv2d, a grouped convolution one ``BinaryConvolution`` per group (the op
-  has no groups).
+  rows, a conv1d the 1×k conv2d. Where ``BinaryConvolution`` cannot serve (groups; input channels
+  not a multiple of 8) the ±1 signs are convolved in float, exact integers kept apart from the
+  epilogue's scale (`_exact`).
 - W1A32 (``binarize_input=0``): a float ``Convolution``/``MatMul`` on the unpacked ±1 weights.
 - Then the fused epilogue ``act(dot·scale + shift + R)`` as ``Multiply``/``Add``/``Relu``/``Clamp``/``PRelu``.
 
@@ -93,7 +94,8 @@ class OpenVINOModel:
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
         dims = self._input_dims[0][1:] if self._input_dims else [None]
-        return None if None in dims else tuple(dims)
+        known = [d for d in dims if d is not None]
+        return tuple(known) if len(known) == len(dims) else None
 
     def set_num_threads(self, threads: int) -> None:
         """CPU threads for later calls (a model is compiled per thread count and input shape)."""
@@ -215,6 +217,15 @@ def _sign(opset: Any, x: Any) -> Any:
                         opset.constant(np.float32(-1)))
 
 
+def _exact(opset: Any, dots: Any) -> Any:
+    """The integer dots of a W1A1 layer computed in float, through int32 and back (lossless:
+    |dot| ≤ K < 2²⁴). OpenVINO folds a constant Multiply that follows a Convolution or MatMul into
+    its weights: ``Σ sign·(w·scale)`` then rounds at every step, so a dot of exactly 0 came out
+    as ±1 ulp and the next layer's sign flipped (RegNet, grouped 3×3 convs: logits off by 0.9).
+    The Convert pair keeps the epilogue's Multiply off the weights, so ``dot·scale`` is exact."""
+    return opset.convert(opset.convert(dots, "i32"), "f32")
+
+
 def _conv(ov: Any, opset: Any, x: Any, bits: np.ndarray, kernel: list[int], g: dict[str, Any], binarize_input: bool) -> Any:
     out, group, rank = bits.shape[0], g["group"], len(kernel)
     pads_begin, pads_end = g["pads"][:rank], g["pads"][rank:]
@@ -224,8 +235,10 @@ def _conv(ov: Any, opset: Any, x: Any, bits: np.ndarray, kernel: list[int], g: d
         # is exact since |dot| ≤ K < 2²⁴.
         signs = unpack_signs(bits, g["in_channels"] // group * int(np.prod(kernel)))
         weights = opset.constant(signs.reshape(group, out // group, g["in_channels"] // group, *kernel))
-        data = _sign(opset, x) if binarize_input else x
-        return opset.group_convolution(data, weights, g["strides"], pads_begin, pads_end, g["dilations"])
+        if not binarize_input:
+            return opset.group_convolution(x, weights, g["strides"], pads_begin, pads_end, g["dilations"])
+        return _exact(opset, opset.group_convolution(_sign(opset, x), weights, g["strides"], pads_begin, pads_end,
+                                                     g["dilations"]))
     one_d = rank == 1
     if one_d:  # conv1d is the 1×k conv2d
         x = opset.unsqueeze(x, opset.constant(np.array([2], np.int64)))
@@ -246,8 +259,10 @@ def _binary_conv(ov: Any, data: Any, bits: np.ndarray, shape: list[int], strides
 def _linear(ov: Any, opset: Any, x: Any, bits: np.ndarray, in_features: int, binarize_input: bool) -> Any:
     out = bits.shape[0]
     if not binarize_input or in_features % BINARY_CHANNEL_MULTIPLE:
-        data = _sign(opset, x) if binarize_input else x
-        return opset.matmul(data, opset.constant(unpack_signs(bits, in_features)), False, True)
+        signs = opset.constant(unpack_signs(bits, in_features))
+        if not binarize_input:
+            return opset.matmul(x, signs, False, True)
+        return _exact(opset, opset.matmul(_sign(opset, x), signs, False, True))
     rows = opset.reshape(x, opset.constant(np.array([-1, in_features, 1, 1], np.int64)), False)
     y = _binary_conv(ov, _binarized(opset, rows, in_features), bits, [out, in_features, 1, 1], [1, 1], [0, 0], [0, 0], [1, 1])
     leading = opset.slice(opset.shape_of(x), opset.constant(np.array([0], np.int64)),

@@ -32,8 +32,8 @@ from binarize.packed.format import (
 
 MIN_OPSET = 17
 #: ONNX TensorProto data types a packed file may store, with their NumPy dtypes.
-TENSOR_DTYPES = {1: np.dtype("<f4"), 6: np.dtype("<i4"), 7: np.dtype("<i8"), 9: np.dtype("bool"),
-                 13: np.dtype("<u8")}
+TENSOR_DTYPES: dict[int, np.dtype[Any]] = {1: np.dtype("<f4"), 6: np.dtype("<i4"), 7: np.dtype("<i8"), 9: np.dtype("bool"),
+                                          13: np.dtype("<u8")}
 MAX_DIMS = 8
 #: Largest tensor an op with constant size arguments may create (elements).
 MAX_CREATED_ELEMENTS = 1 << 28

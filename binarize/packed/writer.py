@@ -90,7 +90,7 @@ def save_packed(model: nn.Module, path: str | Path, example_inputs: Sequence[tor
     recorded = {
         **dict(metadata or {}),
         FORMAT_KEY: FORMAT_NAME, VERSION_KEY: str(FORMAT_VERSION),
-        CONFIG_KEY: json.dumps(config.to_dict() if hasattr(config, "to_dict") else None),
+        CONFIG_KEY: json.dumps(None if config is None else config.to_dict()),
         CHECKSUM_KEY: tensor_checksum(graph.graph),
     }
     onnx.helper.set_model_props(graph, recorded)
@@ -187,7 +187,7 @@ class _Rewriter:
                   self.add_initializer(f"{name}.shift", np.zeros(out, np.float32) if layer.bias is None
                                        else layer.bias.detach().cpu().float().numpy().reshape(out))]
         new_nodes = []
-        common = {"binarize_input": int(layer.binary_input)}
+        common: dict[str, Any] = {"binarize_input": int(layer.binary_input)}
         if isinstance(layer, FrozenBinaryConv):
             geometry = layer.geometry
             begins, ends = geometry.sides()
@@ -260,12 +260,11 @@ class _Rewriter:
             return False  # the activation is the epilogue's last step
         rank = self._rank(node.output[0])
         out = self.constants_of(node)[0].shape[0]
-        channel = rank - 1 if linear else 1
         if user.op_type == "BatchNormalization" and not has_residual and user.input[0] == node.output[0]:
             if (linear and rank != 2) or len(user.output) != 1:
                 return False
-            stats = [self.constant(name) for name in user.input[1:5]]
-            if any(s is None or s.shape != (out,) for s in stats):
+            stats = [s for s in map(self.constant, user.input[1:5]) if s is not None and s.shape == (out,)]
+            if len(stats) != 4:
                 return False
             epsilon = next((a.f for a in user.attribute if a.name == "epsilon"), 1e-5)
             gamma, beta, mean, var = (s.astype(np.float64) for s in stats)
@@ -291,7 +290,7 @@ class _Rewriter:
             slope = self.constant(user.input[1])
             if slope is None or rank is None:
                 return False
-            vector = _per_channel(slope, rank, channel, out)
+            vector = _per_channel(slope, rank, rank - 1 if linear else 1, out)
             if vector is None:
                 return False
             node.input.extend([""] * (ops.SLOPE - len(node.input) + 1))
@@ -302,7 +301,8 @@ class _Rewriter:
     def constants_of(self, node: Any) -> tuple[np.ndarray, np.ndarray]:
         """The node's current scale and shift."""
         current = {t.name: t for t in self.new_initializers}
-        return tuple(onnx.numpy_helper.to_array(current[node.input[i]]) for i in (ops.SCALE, ops.SHIFT))
+        scale, shift = (onnx.numpy_helper.to_array(current[node.input[i]]) for i in (ops.SCALE, ops.SHIFT))
+        return scale, shift
 
     def _set_epilogue(self, node: Any, scale: np.ndarray, shift: np.ndarray) -> None:
         for index, value in ((ops.SCALE, scale), (ops.SHIFT, shift)):

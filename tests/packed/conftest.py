@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -36,13 +37,32 @@ class SmallNet(nn.Module):
         return self.head(torch.relu(self.fc1(torch.flatten(self.pool(x), 1))))
 
 
+def with_trained_statistics(model: nn.Module) -> nn.Module:
+    """``model`` with every BatchNorm's running statistics drawn away from their initial mean 0,
+    variance 1 (torch's global generator), as a trained model's are.
+
+    With the initial statistics every BatchNorm is an identity (its folding goes untested), and
+    one in front of a binary layer puts sign's threshold exactly at 0, where an untrained model's
+    float parts produce exact ties: DenseNet's transition (binary 1×1 conv, then a 2×2 average
+    pool) sums α·(2 + 4 − 2 − 4), which float32 rounds to 0 or −6e-8 by summation order. PyTorch,
+    onnxruntime and OpenVINO each add in their own order, signs flip and the logits differ (0.22
+    on a small DenseNet) with no engine at fault."""
+    for module in model.modules():
+        if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)) and module.running_mean is not None:
+            module.running_mean.uniform_(-0.5, 0.5)
+            module.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.fixture
+def trained_statistics() -> Callable[[nn.Module], nn.Module]:
+    """`with_trained_statistics`, for the test modules (conftest is not importable by name)."""
+    return with_trained_statistics
+
+
 def make_small_net() -> nn.Module:
     torch.manual_seed(0)
-    model = SmallNet()
-    for bn in (model.bn0, model.bn1, model.bn2):  # non-trivial statistics
-        bn.running_mean.uniform_(-0.5, 0.5)
-        bn.running_var.uniform_(0.5, 2.0)
-    return model.eval()
+    return with_trained_statistics(SmallNet()).eval()
 
 
 @pytest.fixture

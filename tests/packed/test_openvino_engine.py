@@ -5,6 +5,7 @@ the facts about OpenVINO the engine relies on (bit order, sign(0), zero padding,
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -114,6 +115,23 @@ def test_node_kinds_accumulators_equal(case: str, tmp_path: Path) -> None:
         assert np.allclose(actual, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("case", ["grouped conv", "depthwise dilated conv", "conv, 12 channels", "linear, K = 130"])
+def test_float_fallback_scales_exact_dots(case: str, tmp_path: Path) -> None:
+    """W1A1 layers that OpenVINO convolves in float (groups, channels not a multiple of 8) with a
+    scale ≠ 1 and shift 0: ``dot·scale`` equal bit for bit, so a dot of 0 gives exactly 0 and the
+    next layer's sign is +1. OpenVINO folded the scale into the ±1 weights and summed rounded
+    products (±1 ulp at dot 0: a grouped RegNet's signs flipped and its logits moved by 0.9)."""
+    op, shape, out, k, attributes = CASES[case]
+    rng = np.random.default_rng(1)
+    scale = rng.uniform(0.1, 0.4, out).astype(np.float32)
+    path = write_single_node(tmp_path / "node.bnz", op, shape, random_signs(rng, out, k), attributes=attributes,
+                             scale=scale)
+    x = rng.standard_normal(shape).astype(np.float32)
+    expected, actual = both(path, x)
+    assert load_openvino(path).binary_layer_count() == 0 and np.any(expected == 0)
+    assert np.array_equal(actual, expected)
+
+
 @pytest.mark.parametrize("activation", ["none", "relu", "hardtanh", "prelu"])
 def test_fused_epilogue_with_residual(activation: str, tmp_path: Path) -> None:
     """act(dot·scale + shift + R) with per-channel vectors, R the node's own input."""
@@ -178,11 +196,11 @@ def test_demo_model(tmp_path: Path) -> None:
         "mobilenet_v2", "vgg11_bn", "efficientnet_b0", "shufflenet_v2_x0_5", "densenet121", "regnet_x_400mf",
         "convnext_tiny", "mobilenet_v3_small")),
 ])
-def test_torchvision_models(name: str, tmp_path: Path) -> None:
+def test_torchvision_models(name: str, tmp_path: Path, trained_statistics: Callable[[torch.nn.Module], torch.nn.Module]) -> None:
     torch.manual_seed(0)
     size = {"resnet18": 48, "vgg11_bn": 224}.get(name, 64)  # the writer needs 224² for VGG (as the runtime tests)
     x = torch.randn(2, 3, size, size)
-    model = getattr(torchvision.models, name)(num_classes=10)
+    model = trained_statistics(getattr(torchvision.models, name)(num_classes=10))
     assert_engines_agree(_converted(model, x), x, tmp_path / f"{name}.bnz")
 
 
