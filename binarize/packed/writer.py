@@ -430,5 +430,22 @@ def _check_agreement(frozen: nn.Module, path: Path, example_inputs: tuple[torch.
     scale = max(1.0, float(expected.abs().max()))
     error = float(np.abs(expected.float().numpy() - actual).max())
     if not np.isfinite(error) or error > 1e-3 * scale:
+        if np.isfinite(error) and _has_initial_batchnorm_statistics(frozen):
+            # SPEC §6: at mean 0 / var 1 a sign threshold sits at exactly 0, where sums of ±α
+            # cancel; PyTorch and onnxruntime round such ties differently (no engine at fault)
+            raise ConversionError(
+                f"the packed model disagrees with PyTorch (max |Δ| = {error:.3g}) on a model whose BatchNorms "
+                "keep their initial statistics, where exact ties at sign thresholds round differently in each engine",
+                "export a trained (or BatchNorm-calibrated) model, or pass --no-check to write it anyway",
+            )
         raise ConversionError(f"the packed model disagrees with PyTorch (max |Δ| = {error:.3g})",
                               "report this as a bug, with the model")
+
+
+def _has_initial_batchnorm_statistics(model: nn.Module) -> bool:
+    """Whether some BatchNorm still has running mean 0 and variance 1 (never trained)."""
+    return any(
+        isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None and m.running_var is not None
+        and not m.running_mean.any() and bool((m.running_var == 1).all())
+        for m in model.modules()
+    )
