@@ -34,7 +34,7 @@ class AdaSTE(Estimator):
     paper = "AdaSTE (Le et al., CVPR 2022)"
     summary = "relaxed forward annealed to sign (β grows), adaptive gradient-aware backward"
     default_scaling = "none"  # the paper's nets have no scaling factor
-    chunked = True  # ~25 elementwise passes: in cache-resident chunks a third cheaper on the CPU
+    chunked = True  # ~25 elementwise passes: in cache-resident chunks up to a third cheaper on the CPU
 
     def __init__(
         self,
