@@ -14,17 +14,12 @@ from torch import Tensor, nn
 
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
-from binarize.functional import indicator, sign, training_sign
+from binarize.functional import sign, training_sign
 
 
 def sample_sign(probability: Tensor, uniform: Tensor) -> Tensor:
-    """``sign(P − u)``: +1 with probability P for u ~ U(0, 1) (sign(0) = +1).
-
-    Written as ``P ≥ u`` (1.0/0.0) then ·2 − 1 in place: the same values, since a difference
-    of two floats is ≥ 0 exactly when the first is ≥ the second (and NaN fails both), without
-    materialising ``P − u``.
-    """
-    return indicator(torch.ge, probability, uniform).mul_(2.0).sub_(1.0)
+    """``sign(P − u)``: +1 with probability P for u ~ U(0, 1) (sign(0) = +1)."""
+    return training_sign(probability - uniform)
 
 
 @register("dste")
@@ -76,7 +71,7 @@ class DSTE(Estimator):
         if not (self.training or self.sample_eval):
             return training_sign(x)
         if self.anneal_until is None:
-            return sample_sign(self._probability(x), self.uniform(x))
+            return sample_sign((x / self.s).sigmoid_(), self.uniform(x))
         noise = self.noise.to(x.dtype)
         # At τ = 0 the division gives ±inf (or NaN at a = 0): the sample is sign(a) there.
         sample = sample_sign(torch.sigmoid(x / (self.s * noise)), self.uniform(x))
@@ -86,13 +81,8 @@ class DSTE(Estimator):
         return self.backward(x, x.new_ones(()))
 
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
-        # grad·σ(x/s)(1 − σ(x/s)) in one pass (sigmoid_backward), then ·2/s in place (not `out=`
-        # the σ it reads: an output aliasing an input takes a 3× slower kernel path on CPU)
-        return torch.ops.aten.sigmoid_backward(grad, self._probability(x)).mul_(2.0 / self.s)
-
-    def _probability(self, x: Tensor) -> Tensor:
-        """σ(x/s), a new tensor; at s = 1 without the division (x/1 is x: the same values)."""
-        return torch.sigmoid(x) if self.s == 1.0 else (x / self.s).sigmoid_()
+        # grad·σ(x/s)(1 − σ(x/s)) in one pass (sigmoid_backward), then ·2/s in place
+        return torch.ops.aten.sigmoid_backward(grad, (x / self.s).sigmoid_()).mul_(2.0 / self.s)
 
     def surrogate(self, x: Tensor) -> Tensor:
         return torch.tanh(x / (2.0 * self.s))

@@ -32,7 +32,7 @@ def test_training_sign_of_a_tensor_that_requires_grad_is_constant() -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.bfloat16])
 def test_sample_sign_is_the_sign_of_the_difference(dtype: torch.dtype) -> None:
-    """``P ≥ u`` gives sign(P − u) bit for bit: ties (P = u) → +1, NaN → −1, subnormal gaps."""
+    """A sample is +1 exactly where P ≥ u: ties (P = u) → +1, NaN → −1, subnormal gaps."""
     torch.manual_seed(0)
     probability = torch.cat([torch.tensor([0.5, 0.0, 1e-40, 1.0, math.nan, 0.3]), torch.rand(1000)]).to(dtype)
     uniform = torch.cat([torch.tensor([0.5, 0.0, 0.0, 1.0, 0.5, 0.4]), torch.rand(1000)]).to(dtype)
