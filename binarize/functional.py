@@ -5,7 +5,9 @@ keeps of the input (the input itself, a 1-byte mask, or nothing) and the backwar
 it kept; `Binarize` glues them into autograd. It is a plain ``torch.autograd.Function`` that
 dynamo traces through (forward, and backward from what ``ctx`` holds), so a model using any
 estimator compiles into one graph: the rule is ordinary tensor code on 0-d schedule buffers, and
-nothing reads a tensor back to the host.
+nothing reads a tensor back to the host. In eager mode on the CPU, the rules of a
+``chunked`` estimator run chunk by chunk over large tensors (`in_chunks`): same values, but
+each chunk's temporaries stay in cache across the rule's passes.
 """
 
 from __future__ import annotations
@@ -50,9 +52,46 @@ def indicator(compare: Callable[..., Tensor], x: Tensor, bound: Tensor | float) 
     return compare(x, bound, out=torch.empty_like(x))
 
 
+#: Elements per chunk in `in_chunks`: a rule's few float32 temporaries of this size (512 KiB
+#: each) stay in the caches between its passes. Measured on a 2.4 M-element weight (1 thread,
+#: min of 12): AdaSTE's forward and backward took 17.7 ns/element whole, 14.5 in chunks of
+#: 2^16, 13.4 of 2^17, 12.6 of 2^18.
+CHUNK = 1 << 18
+
+
+def in_chunks(rule: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    """``rule(*tensors)`` for an elementwise rule over same-shaped tensors, computed chunk by chunk.
+
+    A rule is a chain of elementwise passes (a comparison, a ``lerp``, a multiply...); on a
+    weight of millions of elements each pass streams every temporary through main memory, and
+    that streaming, not the arithmetic, is what a binary training step pays on the CPU. Run on
+    ``CHUNK`` elements at a time, the passes reuse cached data. Elementwise ops give the same
+    values on a slice as on the whole, and torch's CPU generator draws in element order, so
+    sampling rules draw the same numbers too. Applies in eager mode to contiguous CPU tensors
+    larger than two chunks; otherwise (and under ``torch.compile``, which fuses the passes
+    itself) the rule runs once on the whole tensors.
+    """
+    first = tensors[0]
+    if (
+        first.numel() <= 2 * CHUNK
+        or first.device.type != "cpu"
+        or torch.compiler.is_compiling()
+        or not all(t.shape == first.shape and t.is_contiguous() for t in tensors)
+    ):
+        return rule(*tensors)
+    flat = [t.view(-1) for t in tensors]
+    head = rule(*(f[:CHUNK] for f in flat))
+    out = torch.empty(first.numel(), dtype=head.dtype, device=first.device)
+    out[:CHUNK] = head
+    for start in range(CHUNK, first.numel(), CHUNK):
+        out[start : start + CHUNK] = rule(*(f[start : start + CHUNK] for f in flat))
+    return out.view(first.shape)
+
+
 class Binarize(torch.autograd.Function):
     """Forward ``estimator.forward_value(x)``; backward ``estimator.backward_kept(kept, g)`` with
-    ``kept = estimator.keep_for_backward(x)`` saved in forward (and nothing else)."""
+    ``kept = estimator.keep_for_backward(x)`` saved in forward (and nothing else). The rules of
+    a ``chunked`` estimator run through `in_chunks`."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, estimator: Estimator) -> Tensor:  # type: ignore[override]
@@ -61,9 +100,14 @@ class Binarize(torch.autograd.Function):
         if ctx.keeps:
             ctx.save_for_backward(kept)
         ctx.estimator = estimator
-        return estimator.forward_value(x)
+        return _apply(estimator, estimator.forward_value, x)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
-        kept = ctx.saved_tensors[0] if ctx.keeps else None
-        return ctx.estimator.backward_kept(kept, grad), None
+        if not ctx.keeps:
+            return ctx.estimator.backward_kept(None, grad), None
+        return _apply(ctx.estimator, ctx.estimator.backward_kept, ctx.saved_tensors[0], grad), None
+
+
+def _apply(estimator: Estimator, rule: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    return in_chunks(rule, *tensors) if estimator.chunked else rule(*tensors)

@@ -41,6 +41,11 @@ class Estimator(nn.Module):
     summary: ClassVar[str] = ""
     #: True for estimators whose training forward samples (frozen models use sign instead).
     stochastic: ClassVar[bool] = False
+    #: True to run ``forward_value`` and ``backward_kept`` chunk by chunk on large CPU tensors
+    #: (`binarize.functional.in_chunks`). Only for elementwise rules (each output element
+    #: depends on the same element of the inputs and on 0-d state), and worth it only for long
+    #: ones: a rule of a few passes loses more to the per-chunk overhead than it gains in cache.
+    chunked: ClassVar[bool] = False
     #: Weight transform the estimator's paper uses when the user chose none (e.g. ``libra_pb``).
     default_weight_transform: ClassVar[str | None] = None
     #: Scaling the estimator's paper uses when the user chose none (e.g. ``tensor_mean``).

@@ -9,6 +9,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from binarize.estimators import names
 from binarize.nn import BinaryConv2d
+from binarize.nn.scaling import scaling_names
 from binarize.progress import set_progress
 
 PER_LAYER = [name for name in names() if name != "psa"]  # psa's input slot needs a linked chain
@@ -90,3 +91,27 @@ def test_bf16_autocast_matches_float32(name: str) -> None:
     for want, got in zip(*results):
         scale = want.abs().max()
         assert (got - want).abs().max() <= 2e-2 * scale, (got - want).abs().max() / scale
+
+
+@pytest.mark.parametrize("scaling", scaling_names())
+def test_the_conv_output_is_kept_only_when_alpha_takes_a_gradient(scaling: str) -> None:
+    """With α detached (channel_mean, power_of_two, none) the scale and bias are applied in
+    place on the conv's fresh output and autograd keeps nothing output-sized; α's own gradient
+    Σ g·out (learned, tensor_mean) needs that output, kept once."""
+    torch.manual_seed(0)
+    layer = BinaryConv2d.from_float(nn.Conv2d(8, 16, 3, padding=1), weight_estimator="ste", input_estimator="ste", scaling=scaling)
+    x = torch.randn(2, 8, 7, 7, requires_grad=True)  # output 2·16·7·7: no other tensor has its size
+    output_sized: list[int] = []
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if tensor.numel() == 2 * 16 * 7 * 7:
+            output_sized.append(tensor.untyped_storage().nbytes())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = layer(x)
+    out.square().sum().backward()
+    alpha_learns = layer.scaling(layer.weight).requires_grad
+    assert alpha_learns == (scaling in ("learned", "tensor_mean"))
+    assert output_sized == ([out.numel() * out.element_size()] if alpha_learns else [])
+    assert layer.weight.grad.abs().sum() > 0
