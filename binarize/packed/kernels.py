@@ -22,8 +22,10 @@ binarized by sign with sign(0) = +1 inside the kernel call; ``dot = K − 2·pop
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 
 from binarize.packed import _kernels
 
@@ -31,28 +33,38 @@ from binarize.packed import _kernels
 PATHS: tuple[str, ...] = tuple(_kernels.paths())
 ACTIVATIONS = ("none", "relu", "hardtanh", "prelu")
 _BLOCK = 16  # output channels per weight block (the micro-kernels' width)
-_state = {"path": PATHS[0], "threads": 1}
+
+
+@dataclass
+class _Settings:
+    """What every kernel call uses: the dispatch path and the pool's thread count."""
+
+    path: str
+    threads: int
+
+
+_state = _Settings(path=PATHS[0], threads=1)
 
 
 def active_path() -> str:
     """Name of the dispatch path the kernels use now."""
-    return _state["path"]
+    return _state.path
 
 
 def force_path(name: str | None) -> None:
     """Use dispatch path ``name`` (one of `PATHS`; tests force each); ``None`` restores the best."""
     if name is not None and name not in PATHS:
         raise ValueError(f"unknown kernel path {name!r}; available: {', '.join(PATHS)}")
-    _state["path"] = PATHS[0] if name is None else name
+    _state.path = PATHS[0] if name is None else name
 
 
 def set_num_threads(n: int) -> None:
     """Threads of the kernels' own pool (the caller's thread included); ≥ 1."""
-    _state["threads"] = _kernels.set_threads(max(1, int(n)))
+    _state.threads = _kernels.set_threads(max(1, int(n)))
 
 
 def get_num_threads() -> int:
-    return _state["threads"]
+    return _state.threads
 
 
 def usable_cpus() -> int:
@@ -63,7 +75,7 @@ def usable_cpus() -> int:
 set_num_threads(usable_cpus())
 
 
-def _aligned_empty(count: int, dtype) -> np.ndarray:
+def _aligned_empty(count: int, dtype: npt.DTypeLike) -> np.ndarray:
     """A 64-byte aligned 1-D array: every layer's weights start on a cache line, so no layer
     object runs slower than its siblings because of where its allocation happened to land."""
     itemsize = np.dtype(dtype).itemsize
@@ -115,7 +127,8 @@ def _weight_layout(bits: np.ndarray, groups: int, cpg: int, kernel: tuple[int, i
 class _Epilogue:
     """Per-output-channel ``y = act(dot·scale + shift + residual)`` parameters, validated once."""
 
-    def _init_epilogue(self, out: int, scale, shift, activation: str, slope) -> None:
+    def _init_epilogue(self, out: int, scale: np.ndarray, shift: np.ndarray | None, activation: str,
+                       slope: np.ndarray | None) -> None:
         if activation not in ACTIVATIONS:
             raise ValueError(f"unknown activation {activation!r}; expected one of {', '.join(ACTIVATIONS)}")
         if activation == "prelu" and slope is None:
@@ -135,11 +148,13 @@ class BinaryConv(_Epilogue):
     (top, left, bottom, right) zeros, removed exactly from the dot products.
     """
 
-    def __init__(self, bits: np.ndarray, *, in_channels: int, kernel: tuple[int, int], stride=(1, 1),
-                 padding=(0, 0, 0, 0), dilation=(1, 1), groups: int = 1, scale: np.ndarray,
-                 shift: np.ndarray | None = None, activation: str = "none", slope: np.ndarray | None = None):
+    def __init__(self, bits: np.ndarray, *, in_channels: int, kernel: tuple[int, int],
+                 stride: tuple[int, int] = (1, 1), padding: tuple[int, int, int, int] = (0, 0, 0, 0),
+                 dilation: tuple[int, int] = (1, 1), groups: int = 1, scale: np.ndarray,
+                 shift: np.ndarray | None = None, activation: str = "none", slope: np.ndarray | None = None) -> None:
         self.out_channels, self.in_channels, self.groups = int(bits.shape[0]), int(in_channels), int(groups)
-        self.kernel = tuple(int(v) for v in kernel)
+        kh, kw = kernel
+        self.kernel = int(kh), int(kw)
         self.stride = tuple(int(v) for v in stride)
         self.padding = tuple(int(v) for v in padding)
         self.dilation = tuple(int(v) for v in dilation)
@@ -199,7 +214,7 @@ class BinaryConv(_Epilogue):
             if residual.shape != out_shape:
                 raise ValueError(f"residual has shape {residual.shape}, expected {out_shape}")
         _kernels.conv(x, geometry, self._weights, self._wsum, self.scale, self.shift, self.slope, residual, out,
-                      _state["path"], self._activation_id, integer)
+                      _state.path, self._activation_id, integer)
         return out
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:
@@ -217,7 +232,7 @@ class BinaryLinear:
     (it runs as a 1×1 convolution over a 1×1 image)."""
 
     def __init__(self, bits: np.ndarray, *, in_features: int, scale: np.ndarray, shift: np.ndarray | None = None,
-                 activation: str = "none", slope: np.ndarray | None = None):
+                 activation: str = "none", slope: np.ndarray | None = None) -> None:
         self.out_features, self.in_features = int(bits.shape[0]), int(in_features)
         self._conv = BinaryConv(bits, in_channels=in_features, kernel=(1, 1), scale=scale, shift=shift,
                                 activation=activation, slope=slope)

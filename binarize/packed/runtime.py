@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -85,7 +85,7 @@ class PackedModel:
         plan = _Plan(model)
         self.inputs = tuple(v.name for v in model.graph.input if v.name not in plan.constants)
         self.outputs = tuple(v.name for v in model.graph.output)
-        self._input_dims = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        self._input_dims: list[list[int | None]] = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
                             for v in model.graph.input if v.name in self.inputs]
         self.binary_layers = plan.kernels
         steps = plan.steps(threads)
@@ -98,7 +98,8 @@ class PackedModel:
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
         dims = self._input_dims[0][1:] if self._input_dims else [None]
-        return None if None in dims else tuple(dims)
+        known = [d for d in dims if d is not None]
+        return tuple(known) if len(known) == len(dims) else None
 
     def _calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         if self._calibration is not None:
@@ -190,7 +191,7 @@ class _Plan:
         self.constants = {t.name: t for t in graph.initializer}
         arrays = {name: onnx.numpy_helper.to_array(t) for name, t in self.constants.items()
                   if any(name in n.input[1:] for n in graph.node if n.domain == ops.DOMAIN)}
-        self.kernels: dict[str, Any] = {}
+        self.kernels: dict[str, _Conv | _Linear] = {}
         self.nodes: list[Any] = []
         self.extra_constants: list[Any] = []
         # Constant nodes that only float nodes read join each segment that reads them (see
@@ -221,34 +222,35 @@ class _Plan:
         name = node.name or node.output[0]
         signs = unpack_signs(arrays[inputs[ops.W]], a.row_bits)
         out = signs.shape[0]
-        conv = isinstance(a, ops.ConvAttributes)
-        broadcast = (out,) + (1,) * len(a.kernel_shape) if conv else (out,)
 
         def constant(suffix: str, value: np.ndarray) -> str:
             self.extra_constants.append(numpy_helper.from_array(np.ascontiguousarray(value), f"{name}/{suffix}"))
             return f"{name}/{suffix}"
 
         value = f"{name}/product"
-        if conv:
+        broadcast: tuple[int, ...]
+        if isinstance(a, ops.ConvAttributes):
+            broadcast = (out,) + (1,) * len(a.kernel_shape)
             weight = constant("signs", signs.reshape(out, a.in_channels // a.group, *a.kernel_shape))
             nodes = [helper.make_node("Conv", [inputs[ops.X], weight], [value], kernel_shape=list(a.kernel_shape),
                                       strides=list(a.strides), pads=list(a.pads), dilations=list(a.dilations),
                                       group=a.group)]
         else:
+            broadcast = (out,)
             nodes = [helper.make_node("MatMul", [inputs[ops.X], constant("signs", signs.T.copy())], [value])]
-        steps = [("Mul", constant("scale", arrays[inputs[ops.SCALE]].reshape(broadcast))),
-                 ("Add", constant("shift", arrays[inputs[ops.SHIFT]].reshape(broadcast)))]
+        # (op, operands after the running value)
+        steps = [("Mul", [constant("scale", arrays[inputs[ops.SCALE]].reshape(broadcast))]),
+                 ("Add", [constant("shift", arrays[inputs[ops.SHIFT]].reshape(broadcast))])]
         if inputs[ops.RESIDUAL]:
-            steps.append(("Add", inputs[ops.RESIDUAL]))
+            steps.append(("Add", [inputs[ops.RESIDUAL]]))
         if a.activation == "relu":
-            steps.append(("Relu", None))
+            steps.append(("Relu", []))
         elif a.activation == "hardtanh":
-            steps.append(("Clip", (constant("low", np.float32(-1)), constant("high", np.float32(1)))))
+            steps.append(("Clip", [constant("low", np.float32(-1)), constant("high", np.float32(1))]))
         elif a.activation == "prelu":
-            steps.append(("PRelu", constant("slope", arrays[inputs[ops.SLOPE]].reshape(broadcast))))
-        for index, (op, operand) in enumerate(steps):
+            steps.append(("PRelu", [constant("slope", arrays[inputs[ops.SLOPE]].reshape(broadcast))]))
+        for index, (op, operands) in enumerate(steps):
             result = node.output[0] if index == len(steps) - 1 else f"{name}/{op}{index}"
-            operands = [] if operand is None else list(operand) if isinstance(operand, tuple) else [operand]
             nodes.append(helper.make_node(op, [value, *operands], [result]))
             value = result
         return nodes
@@ -364,22 +366,35 @@ class _Plan:
         return self.segment_model(nodes, set(step.outputs))
 
 
-def _kernel(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dict[str, np.ndarray]) -> Callable[..., np.ndarray]:
+def _kernel(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, arrays: dict[str, np.ndarray]) -> _Conv | _Linear:
     inputs = list(node.input) + [""] * (6 - len(node.input))
-    epilogue = {"scale": arrays[inputs[ops.SCALE]], "shift": arrays[inputs[ops.SHIFT]], "activation": a.activation,
-                "slope": arrays[inputs[ops.SLOPE]] if inputs[ops.SLOPE] else None}
-    bits = arrays[inputs[ops.W]]
+    bits, scale, shift = arrays[inputs[ops.W]], arrays[inputs[ops.SCALE]], arrays[inputs[ops.SHIFT]]
+    slope = arrays[inputs[ops.SLOPE]] if inputs[ops.SLOPE] else None
     if isinstance(a, ops.LinearAttributes):
-        return _Linear(kernels.BinaryLinear(bits, in_features=a.in_features, **epilogue))
-    return _Conv(kernels.BinaryConv(bits, in_channels=a.in_channels, **_conv_geometry(a), groups=a.group, **epilogue), a)
+        return _Linear(kernels.BinaryLinear(bits, in_features=a.in_features, scale=scale, shift=shift,
+                                            activation=a.activation, slope=slope))
+    geometry = _conv_geometry(a)
+    return _Conv(kernels.BinaryConv(bits, in_channels=a.in_channels, kernel=geometry.kernel, stride=geometry.stride,
+                                    padding=geometry.padding, dilation=geometry.dilation, groups=a.group,
+                                    scale=scale, shift=shift, activation=a.activation, slope=slope), a)
 
 
-def _conv_geometry(a: ops.ConvAttributes) -> dict[str, tuple[int, ...]]:
-    """Kernel arguments; a 1-d convolution is the 1×k 2-d one."""
+class _ConvGeometry(NamedTuple):
+    """`kernels.BinaryConv`'s 2-d geometry arguments."""
+
+    kernel: tuple[int, int]
+    stride: tuple[int, int]
+    padding: tuple[int, int, int, int]  # top, left, bottom, right
+    dilation: tuple[int, int]
+
+
+def _conv_geometry(a: ops.ConvAttributes) -> _ConvGeometry:
+    """Kernel arguments; a 1-d convolution is the 1×k 2-d one (lengths are checked by validation)."""
     if len(a.kernel_shape) == 1:
-        return {"kernel": (1, *a.kernel_shape), "stride": (1, *a.strides), "padding": (0, a.pads[0], 0, a.pads[1]),
-                "dilation": (1, *a.dilations)}
-    return {"kernel": a.kernel_shape, "stride": a.strides, "padding": a.pads, "dilation": a.dilations}
+        (k,), (s,), (begin, end), (d,) = a.kernel_shape, a.strides, a.pads, a.dilations
+        return _ConvGeometry(kernel=(1, k), stride=(1, s), padding=(0, begin, 0, end), dilation=(1, d))
+    (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw) = a.kernel_shape, a.strides, a.pads, a.dilations
+    return _ConvGeometry(kernel=(kh, kw), stride=(sh, sw), padding=(top, left, bottom, right), dilation=(dh, dw))
 
 
 def _dims(value_type: Any) -> list[int | None] | None:
@@ -393,16 +408,18 @@ class _Conv:
     """Maps conv1d to the 1×k 2-d kernel. Shapes are checked by the kernel wrapper (once per input
     shape, then cached), so a call adds nothing on the way to the native code."""
 
-    def __init__(self, kernel: Any, a: ops.ConvAttributes) -> None:
+    def __init__(self, kernel: kernels.BinaryConv, a: ops.ConvAttributes) -> None:
         self.kernel, self.attributes = kernel, a
         self.nbytes = kernel.nbytes
         self.one_d = len(a.kernel_shape) == 1
 
     def output_dims(self, dims: list[int | None]) -> list[int | None] | None:
         """Output dimensions for input ``dims`` (NCHW or NCL; None where unknown)."""
-        if len(dims) != (3 if self.one_d else 4) or None in dims[2:]:
+        if len(dims) != (3 if self.one_d else 4):
             return None
-        height, width = (1, dims[2]) if self.one_d else dims[2:]
+        height, width = (1, dims[2]) if self.one_d else (dims[2], dims[3])
+        if height is None or width is None:
+            return None
         out_h, out_w = self.kernel.output_size(height, width)
         return [dims[0], self.kernel.out_channels, *([out_w] if self.one_d else [out_h, out_w])]
 
@@ -427,7 +444,7 @@ class _Conv:
 class _Linear:
     """Flattens leading dimensions to [N, K] for the kernel and restores them."""
 
-    def __init__(self, kernel: Any) -> None:
+    def __init__(self, kernel: kernels.BinaryLinear) -> None:
         self.kernel = kernel
         self.nbytes = kernel.nbytes
 
