@@ -16,12 +16,12 @@ from binarize import provenance_of
     ("name", "batch", "size"),
     [
         ("resnet18", 4, 32),
-        pytest.param("densenet121", 4, 32, marks=pytest.mark.slow),
+        ("densenet121", 4, 32),
         # 32 values per channel in the last stage's BatchNorms: over 4 (32x32 input, 1x1 maps)
         # a binary grouped conv's discrete outputs coincide in some channels, whose BatchNorm
         # backward then divides by √eps, compounded over 22 blocks (the float model is at 1e5)
-        pytest.param("regnet_x_400mf", 8, 64, marks=pytest.mark.slow),
-        pytest.param("vgg11_bn", 4, 32, marks=pytest.mark.slow),
+        ("regnet_x_400mf", 8, 64),
+        ("vgg11_bn", 4, 32),
     ],
 )
 def test_default_conversion_trains_three_steps_with_finite_loss(name, batch, size):
@@ -32,6 +32,8 @@ def test_default_conversion_trains_three_steps_with_finite_loss(name, batch, siz
     report = provenance_of(binary).report
     assert report.activation_rewrites, "every one of these feeds binary layers from ReLUs"
     assert all(0.0 < p < 1.0 for p in report.input_signs.values()), "no binary layer sees one sign"
+    cut_off = binarize.BinarizeConfig().min_informative_fraction
+    assert min(min(p, 1.0 - p) for p in report.input_signs.values()) >= cut_off, "none nearly one-signed either"
     layers = [m for m in binary.modules() if isinstance(m, BinaryLayer)]
     optimizer = torch.optim.SGD(binary.parameters(), lr=0.01, momentum=0.9)
     binary.train()
