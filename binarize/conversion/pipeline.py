@@ -17,7 +17,7 @@ from binarize.conversion.policy import WEIGHTED_TYPES, Decision, decide, input_r
 from binarize.conversion.report import ConversionReport, LayerRow
 from binarize.conversion.signs import informative_fraction, negative_sign_fractions
 from binarize.conversion.swap import build_binary, resolved
-from binarize.conversion.thresholds import balance_thresholds, has_threshold, insert_thresholds
+from binarize.conversion.thresholds import balancing, has_threshold, insert_thresholds
 from binarize.conversion.tracer import called_modules_in_order, trace, untraceable_submodule
 from binarize.errors import ConversionError, first_line
 from binarize.estimators import get
@@ -31,7 +31,7 @@ from binarize.provenance import Provenance, provenance_of, set_provenance
 MAX_AUTOMATIC_LEAVES = 8
 
 #: How many times conversion re-measures the binary inputs' signs after giving layers float
-#: inputs or input thresholds (each round rebuilds the model and runs the example twice).
+#: inputs or input thresholds (each round rebuilds the model and runs the example once).
 SIGN_ROUNDS = 3
 
 
@@ -239,8 +239,8 @@ def _input_signs(
     """Fractions of −1 signs per binary input (after starting the input thresholds at the
     example's medians), or None (noted in the report) when the example fails."""
     try:
-        balance_thresholds(model, example)
-        return negative_sign_fractions(model, example), report
+        with balancing(model):
+            return negative_sign_fractions(model, example), report
     except Exception as exc:  # a wrong example input must not stop conversion, only the check
         note = f"input signs not checked: the example input failed ({type(exc).__name__}: {first_line(exc)})"
         return None, dataclasses.replace(report, warnings=(*report.warnings, note))

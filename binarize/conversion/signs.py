@@ -6,7 +6,7 @@ BatchNorm after it then normalises a constant and its backward divides by √eps
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -31,26 +31,9 @@ def negative_sign_fractions(model: nn.Module, example_inputs: Sequence[torch.Ten
         for name, module in model.named_modules()
         if isinstance(module, BinaryLayer) and module.input_estimator is not None
     ]
-    try:
-        forward_as_in_training(model, example_inputs, restart=counts.clear)
-    finally:
-        for hook in hooks:
-            hook.remove()
-    return {name: negative / max(total, 1) for name, (negative, total) in counts.items()}
-
-
-@torch.no_grad()
-def forward_as_in_training(
-    model: nn.Module, example_inputs: Sequence[torch.Tensor], *, restart: Callable[[], None] = lambda: None
-) -> None:
-    """One forward of ``example_inputs`` in train mode, as fine-tuning sees the layers, that
-    leaves the model as it was.
-
-    Train mode: BatchNorm normalises with batch statistics (in eval mode an untrained BatchNorm
-    is the identity and passes on a one-signed input it would centre in training). Its running
-    statistics are put back afterwards. Where BatchNorm1d refuses batch statistics of one
-    example, ``restart`` is called and the forward runs again in eval mode.
-    """
+    # Train mode, as fine-tuning sees the layers: BatchNorm normalises with batch statistics
+    # (in eval mode an untrained BatchNorm is the identity and passes on a one-signed input
+    # it would centre in training). Its running statistics are put back afterwards.
     buffers = {name: buffer.clone() for name, buffer in model.named_buffers()}
     was_training = model.training
     try:
@@ -58,13 +41,16 @@ def forward_as_in_training(
         try:
             model(*example_inputs)
         except ValueError:  # BatchNorm1d refuses batch statistics of one example
-            restart()
+            counts.clear()
             model.eval()
             model(*example_inputs)
     finally:
         model.train(was_training)
+        for hook in hooks:
+            hook.remove()
         for name, buffer in model.named_buffers():
             buffer.copy_(buffers[name])
+    return {name: negative / max(total, 1) for name, (negative, total) in counts.items()}
 
 
 def informative_fraction(fraction_negative: float) -> float:

@@ -10,13 +10,12 @@ the layer and loads τ with the other weights.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterator
+from contextlib import contextmanager
 
-import torch
 import torch.fx
 from torch import nn
 
-from binarize.conversion.signs import forward_as_in_training
 from binarize.errors import ConversionError
 from binarize.nn.threshold import InputThreshold
 
@@ -53,15 +52,16 @@ def insert_thresholds(gm: torch.fx.GraphModule, fqns: Collection[str]) -> set[st
     return placed
 
 
-def balance_thresholds(model: nn.Module, example_inputs: Sequence[torch.Tensor]) -> None:
-    """Starts every threshold of ``model`` at its channels' medians on ``example_inputs`` (one
-    train-mode forward: each threshold is set as the forward reaches it, so it sees the inputs
-    that the thresholds before it produce)."""
-    thresholds = [m for m in model.modules() if isinstance(m, InputThreshold)]
-    hooks = [m.register_forward_pre_hook(lambda m, inputs: m.balance(inputs[0])) for m in thresholds]
+@contextmanager
+def balancing(model: nn.Module) -> Iterator[None]:
+    """While active, every threshold of ``model`` starts at its channels' medians of the input
+    a forward brings it: each is set as the forward reaches it, so it sees the inputs that the
+    thresholds before it produce, and the layer after it sees the balanced input in that same
+    forward (one forward both starts the thresholds and measures the signs)."""
+    hooks = [m.register_forward_pre_hook(lambda m, inputs: m.balance(inputs[0]))
+             for m in model.modules() if isinstance(m, InputThreshold)]
     try:
-        if hooks:
-            forward_as_in_training(model, example_inputs)
+        yield
     finally:
         for hook in hooks:
             hook.remove()
