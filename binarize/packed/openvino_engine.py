@@ -35,7 +35,7 @@ import numpy as np
 from binarize.errors import ConfigError, FormatError
 from binarize.packed import ops
 from binarize.packed.bits import unpack_signs
-from binarize.packed.validate import read_packed
+from binarize.packed.validate import read_packed, sample_shape, tensor_dims
 from binarize.packed.kernels import usable_cpus
 
 INSTALL = "pip install 'binarize[openvino]'"
@@ -77,8 +77,7 @@ class OpenVINOModel:
         packed = read_packed(self.path)
         self.metadata = {p.key: p.value for p in packed.metadata_props}
         self.inputs = tuple(v.name for v in packed.graph.input)
-        self._input_dims = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                            for v in packed.graph.input]
+        self._input_dims = [tensor_dims(v.type) or [] for v in packed.graph.input]
         self.outputs = tuple(v.name for v in packed.graph.output)
         self._core = ov.Core()
         for op in ops.OPS:
@@ -93,9 +92,7 @@ class OpenVINOModel:
 
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
-        dims = self._input_dims[0][1:] if self._input_dims else [None]
-        known = [d for d in dims if d is not None]
-        return tuple(known) if len(known) == len(dims) else None
+        return sample_shape(self._input_dims)
 
     def set_num_threads(self, threads: int) -> None:
         """CPU threads for later calls (a model is compiled per thread count and input shape)."""

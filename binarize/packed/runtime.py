@@ -27,8 +27,7 @@ from binarize.errors import BinarizeError, FormatError
 from binarize.packed import kernels, ops
 from binarize.packed.bits import unpack_signs
 from binarize.packed.format import CHECKSUM_KEY
-from binarize.packed.validate import read_packed
-from binarize.packed.validate import binary_node_attributes
+from binarize.packed.validate import binary_node_attributes, read_packed, sample_shape, tensor_dims
 
 #: onnxruntime fusions that fold α into ±1 weights and move rounding (see binarize.export.onnx).
 DISABLED_OPTIMIZERS = ("ConvMulFusion",)
@@ -85,8 +84,7 @@ class PackedModel:
         plan = _Plan(model)
         self.inputs = tuple(v.name for v in model.graph.input if v.name not in plan.constants)
         self.outputs = tuple(v.name for v in model.graph.output)
-        self._input_dims: list[list[int | None]] = [[d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-                            for v in model.graph.input if v.name in self.inputs]
+        self._input_dims = [tensor_dims(v.type) or [] for v in model.graph.input if v.name in self.inputs]
         self.binary_layers = plan.kernels
         steps = plan.steps(threads)
         if self.int8_float_layers:
@@ -97,9 +95,7 @@ class PackedModel:
 
     def input_shape(self) -> tuple[int, ...] | None:
         """The first input's shape without the batch dimension, when the file fixes it."""
-        dims = self._input_dims[0][1:] if self._input_dims else [None]
-        known = [d for d in dims if d is not None]
-        return tuple(known) if len(known) == len(dims) else None
+        return sample_shape(self._input_dims)
 
     def _calibration_feeds(self) -> list[dict[str, np.ndarray]]:
         if self._calibration is not None:
@@ -333,7 +329,7 @@ class _Plan:
 
         name = node.name or node.output[0]
         layer = self.kernels[name]
-        dims = _dims(self.types.get(node.input[ops.X]))
+        dims = tensor_dims(self.types.get(node.input[ops.X]))
         # the output's shape, where the input's is known, lets later segments count their work
         self.types[node.output[0]] = helper.make_tensor_type_proto(
             TensorProto.FLOAT, None if dims is None else layer.output_dims(dims))
@@ -395,13 +391,6 @@ def _conv_geometry(a: ops.ConvAttributes) -> _ConvGeometry:
         return _ConvGeometry(kernel=(1, k), stride=(1, s), padding=(0, begin, 0, end), dilation=(1, d))
     (kh, kw), (sh, sw), (top, left, bottom, right), (dh, dw) = a.kernel_shape, a.strides, a.pads, a.dilations
     return _ConvGeometry(kernel=(kh, kw), stride=(sh, sw), padding=(top, left, bottom, right), dilation=(dh, dw))
-
-
-def _dims(value_type: Any) -> list[int | None] | None:
-    """The dimensions of a tensor type (None where unknown), or None without a shape."""
-    if value_type is None or not value_type.tensor_type.HasField("shape"):
-        return None
-    return [d.dim_value if d.HasField("dim_value") else None for d in value_type.tensor_type.shape.dim]
 
 
 class _Conv:

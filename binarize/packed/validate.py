@@ -284,6 +284,20 @@ def _check_tensors(node: Any, a: ops.ConvAttributes | ops.LinearAttributes, cons
 MAX_FILE_BYTES = (1 << 31) - 1
 
 
+def tensor_dims(value_type: Any) -> list[int | None] | None:
+    """The dimensions of an ONNX tensor type (None where unknown), or None without a shape."""
+    if value_type is None or not value_type.tensor_type.HasField("shape"):
+        return None
+    return [d.dim_value if d.HasField("dim_value") else None for d in value_type.tensor_type.shape.dim]
+
+
+def sample_shape(input_dims: list[list[int | None]]) -> tuple[int, ...] | None:
+    """The first input's shape without the batch dimension, when the file fixes all of it."""
+    dims = input_dims[0][1:] if input_dims else [None]
+    known = [d for d in dims if d is not None]
+    return tuple(known) if len(known) == len(dims) else None
+
+
 def parse_packed(data: bytes) -> Any:
     """Bytes → a validated `onnx.ModelProto` (one `FormatError` for any defect)."""
     import onnx
