@@ -105,22 +105,26 @@ def check_input_shape(
 ) -> None:
     """Runs ``model`` once on zeros of ``shape`` so that a shape it cannot take (wrong channel
     count, rank or size) is one line naming the shape, not a traceback from deep inside."""
-    try:
-        forward_once(model, torch.zeros(shape))
-    except Exception as exc:  # models fail on a wrong shape with many error types
+    failure = _failure_on(model, shape)
+    if failure is not None:
         raise ConfigError(
-            f"{what} cannot take an input of shape {','.join(map(str, shape))} ({first_line(exc, 160)})",
+            f"{what} cannot take an input of shape {','.join(map(str, shape))} ({first_line(failure, 160)})",
             fix or "pass --input-shape N,C,H,W as the model expects (channels first)",
-        ) from None
+        )
 
 
 def takes_batch(model: Callable[[torch.Tensor], Any], shape: tuple[int, ...]) -> bool:
     """Whether ``model`` runs on zeros of ``shape`` (e.g. another batch size than recorded)."""
+    return _failure_on(model, shape) is None
+
+
+def _failure_on(model: Callable[[torch.Tensor], Any], shape: tuple[int, ...]) -> Exception | None:
+    """What running ``model`` once on zeros of ``shape`` raised, or None."""
     try:
         forward_once(model, torch.zeros(shape))
-    except Exception:  # models fail on a shape they cannot take with many error types
-        return False
-    return True
+    except Exception as exc:  # models fail on a shape they cannot take with many error types
+        return exc
+    return None
 
 
 def emit_json(payload: Any) -> None:
