@@ -7,8 +7,11 @@ data, ``set_progress`` every step as the training loop does), ratio to the float
 same model and mode, images/s, peak memory (CUDA) or peak RSS delta (CPU, Linux), the bytes
 autograd saves for backward in one step, and graph breaks / compiled graphs counted with
 ``torch._dynamo`` counters (progress changes every step, so a recompile would show up as an
-extra graph). Configurations are measured round-robin for ``--rounds`` rounds and the fastest
-round is kept, which keeps ratios meaningful on a shared machine; on a crowded one
+extra graph). Configurations are measured round-robin for ``--rounds`` rounds, and a ratio to
+float is the median over rounds of the round's binary step ÷ the same round's float step: the
+speed of a shared machine drifts by 2× within a minute, and pairing each binary step with a
+float step measured seconds apart cancels that drift (the spread of the per-round ratios is in
+the JSON). Step times are medians over rounds. On a crowded machine
 ``--clock cpu --threads 1`` times steps by this process's CPU time instead of wall time (with one
 thread that is the step's own work, whatever else runs). Prints a table and writes JSON.
 
@@ -197,7 +200,7 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=None, help="input resolution (default 112 on CPU, 224 on CUDA)")
     parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation happens here)")
-    parser.add_argument("--rounds", type=int, default=2, help="round-robin rounds; the fastest is kept")
+    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds; ratios are the median of per-round ratios")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend for the compiled mode")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="cpu: process CPU time (crowded CPU machines, with --threads 1)")
@@ -233,15 +236,16 @@ def main() -> None:
         for _ in range(args.rounds):
             for case in cases:
                 timed_round(case, args, data, device)
-        floats = {(c.mode, c.dtype): min(c.times) for c in cases if c.estimator == "float"}
+        floats = {(c.mode, c.dtype): c.times for c in cases if c.estimator == "float"}
         if args.profile:
             profiles.append(profile_gap(model_name, cases, args, data))
         for case in cases:
-            step_s = min(case.times)
+            step_s = statistics.median(case.times)
+            ratios = [t / f for t, f in zip(case.times, floats[(case.mode, case.dtype)])]
             rows.append(
                 {"model": case.model, "estimator": case.estimator, "mode": case.mode, "dtype": case.dtype,
-                 "step_ms": 1e3 * step_s, "ratio_to_float": step_s / floats[(case.mode, case.dtype)],
-                 "images_per_s": args.batch / step_s, **case.row}
+                 "step_ms": 1e3 * step_s, "ratio_to_float": statistics.median(ratios),
+                 "round_ratios": [min(ratios), max(ratios)], "images_per_s": args.batch / step_s, **case.row}
             )
         del cases
     report(rows, profiles, args, device)
@@ -268,7 +272,7 @@ def profile_gap(model_name: str, cases: list[Case], args: argparse.Namespace, da
 
 def report(rows: list[dict[str, Any]], profiles: list[dict[str, Any]], args: argparse.Namespace, device: torch.device) -> None:
     memory = "peak MiB" if device.type == "cuda" else "peak RSS Δ MiB"
-    header = f"{'model':<9} {'estimator':<11} {'mode':<8} {'dtype':<5} {'step ms':>8} {'× float':>7} {'img/s':>7} {memory:>14} {'saved MiB':>9} {'breaks':>6} {'graphs':>6} {'recomp':>6}"
+    header = f"{'model':<9} {'estimator':<11} {'mode':<8} {'dtype':<5} {'step ms':>8} {'× float':>7} {'rounds':>9} {'img/s':>7} {memory:>14} {'saved MiB':>9} {'breaks':>6} {'graphs':>6} {'recomp':>6}"
     print(f"device {device}, batch {args.batch}, {args.size}×{args.size}, threads {torch.get_num_threads()}, "
           f"{args.clock} clock, torch {torch.__version__}")
     print(header)
@@ -280,7 +284,7 @@ def report(rows: list[dict[str, Any]], profiles: list[dict[str, Any]], args: arg
     for r in rows:
         print(
             f"{r['model']:<9} {r['estimator']:<11} {r['mode']:<8} {r['dtype']:<5} {r['step_ms']:8.1f} {r['ratio_to_float']:7.2f} "
-            f"{r['images_per_s']:7.1f} {show(r['peak_delta_mib'], '14.0f')} {r['saved_mib']:9.0f} {show(r['graph_breaks'], '6d')} "
+            f"{r['round_ratios'][0]:4.2f}–{r['round_ratios'][1]:4.2f} {r['images_per_s']:7.1f} {show(r['peak_delta_mib'], '14.0f')} {r['saved_mib']:9.0f} {show(r['graph_breaks'], '6d')} "
             f"{show(r['graphs'], '6d')} {show(r.get('recompiles'), '6d')}"
         )
     for name, why in SKIPPED.items():

@@ -89,25 +89,30 @@ def in_chunks(rule: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
 
 
 class Binarize(torch.autograd.Function):
-    """Forward ``estimator.forward_value(x)``; backward ``estimator.backward_kept(kept, g)`` with
-    ``kept = estimator.keep_for_backward(x)`` saved in forward (and nothing else). The rules of
-    a ``chunked`` estimator run through `in_chunks`."""
+    """Forward and kept tensor from ``estimator.forward_and_keep(x)`` (by default
+    ``forward_value(x)`` and ``keep_for_backward(x)``); backward
+    ``estimator.backward_kept(kept, g)`` with only ``kept`` saved. The rules of a ``chunked``
+    estimator run through `in_chunks`."""
 
     @staticmethod
     def forward(ctx: Any, x: Tensor, estimator: Estimator) -> Tensor:  # type: ignore[override]
-        kept = estimator.keep_for_backward(x)
+        ctx.estimator = estimator
+        if not ctx.needs_input_grad[0]:  # inference, or a frozen input: nothing to keep
+            ctx.keeps = False
+            return run_rule(estimator, estimator.forward_value, x)
+        value, kept = estimator.forward_and_keep(x)
         ctx.keeps = kept is not None
         if ctx.keeps:
             ctx.save_for_backward(kept)
-        ctx.estimator = estimator
-        return _apply(estimator, estimator.forward_value, x)
+        return value
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:  # type: ignore[override]
         if not ctx.keeps:
             return ctx.estimator.backward_kept(None, grad), None
-        return _apply(ctx.estimator, ctx.estimator.backward_kept, ctx.saved_tensors[0], grad), None
+        return run_rule(ctx.estimator, ctx.estimator.backward_kept, ctx.saved_tensors[0], grad), None
 
 
-def _apply(estimator: Estimator, rule: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+def run_rule(estimator: Estimator, rule: Callable[..., Tensor], *tensors: Tensor) -> Tensor:
+    """``rule(*tensors)``, chunk by chunk (`in_chunks`) when the estimator is ``chunked``."""
     return in_chunks(rule, *tensors) if estimator.chunked else rule(*tensors)

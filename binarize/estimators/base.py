@@ -10,7 +10,7 @@ import torch
 from torch import Tensor, nn
 
 from binarize.errors import ConfigError
-from binarize.functional import Binarize, training_sign
+from binarize.functional import Binarize, run_rule, training_sign
 
 
 class Estimator(nn.Module):
@@ -61,6 +61,14 @@ class Estimator(nn.Module):
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
         """Gradient w.r.t. ``x`` given the upstream ``grad``."""
         return grad * self.derivative(x)
+
+    def forward_and_keep(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
+        """``(forward value, what backward keeps)`` for one training forward pass.
+
+        By default ``forward_value(x)`` (chunk by chunk for a ``chunked`` rule) and
+        ``keep_for_backward(x)``, computed independently.
+        """
+        return run_rule(self, self.forward_value, x), self.keep_for_backward(x)
 
     def keep_for_backward(self, x: Tensor) -> Tensor | None:
         """What backward needs of ``x``, saved in forward: ``x`` itself unless overridden."""

@@ -14,12 +14,16 @@ from torch import Tensor, nn
 
 from binarize.estimators.base import Estimator, require
 from binarize.estimators.registry import register
-from binarize.functional import sign, training_sign
+from binarize.functional import indicator, sign, training_sign
 
 
 def sample_sign(probability: Tensor, uniform: Tensor) -> Tensor:
-    """``sign(P − u)``: +1 with probability P for u ~ U(0, 1) (sign(0) = +1)."""
-    return training_sign(probability - uniform)
+    """``sign(P − u)``: +1 with probability P for u ~ U(0, 1) (sign(0) = +1).
+
+    Computed as P ≥ u, the same test without the difference tensor (IEEE subtraction of two
+    floats is 0 only when they are equal, so the two agree on every input, NaN → −1 included).
+    """
+    return indicator(torch.ge, probability, uniform).mul_(2.0).sub_(1.0)
 
 
 @register("dste")
@@ -67,22 +71,42 @@ class DSTE(Estimator):
         """The U(0, 1) draws behind a sample (a method so that tests can fix them)."""
         return torch.rand_like(like)
 
+    def probability(self, x: Tensor) -> Tensor:
+        """σ(x/s): P(+1) at noise level 1, and what the backward is computed from."""
+        return torch.sigmoid(x if self.s == 1.0 else x / self.s)
+
     def forward_value(self, x: Tensor) -> Tensor:
+        return self._sample(x, self.probability(x) if self.anneal_until is None else None)
+
+    def forward_and_keep(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        # The backward needs σ(x/s), which the forward of the paper's method samples from:
+        # computed once and kept, where keeping x would cost two more passes in backward.
+        probability = self.probability(x)
+        return self._sample(x, probability if self.anneal_until is None else None), probability
+
+    def _sample(self, x: Tensor, probability: Tensor | None) -> Tensor:
+        """The forward value; ``probability`` is σ(x/s) when the noise level is fixed at 1."""
         if not (self.training or self.sample_eval):
             return training_sign(x)
-        if self.anneal_until is None:
-            return sample_sign((x / self.s).sigmoid_(), self.uniform(x))
+        if probability is not None:
+            return sample_sign(probability, self.uniform(x))
         noise = self.noise.to(x.dtype)
         # At τ = 0 the division gives ±inf (or NaN at a = 0): the sample is sign(a) there.
         sample = sample_sign(torch.sigmoid(x / (self.s * noise)), self.uniform(x))
         return torch.where(noise > 0, sample, sign(x))
 
+    def keep_for_backward(self, x: Tensor) -> Tensor:
+        return self.probability(x)
+
+    def backward_kept(self, probability: Tensor, grad: Tensor) -> Tensor:
+        # grad·P(1 − P) in one pass (sigmoid_backward), then ·2/s in place
+        return torch.ops.aten.sigmoid_backward(grad, probability).mul_(2.0 / self.s)
+
     def derivative(self, x: Tensor) -> Tensor:
         return self.backward(x, x.new_ones(()))
 
     def backward(self, x: Tensor, grad: Tensor) -> Tensor:
-        # grad·σ(x/s)(1 − σ(x/s)) in one pass (sigmoid_backward), then ·2/s in place
-        return torch.ops.aten.sigmoid_backward(grad, (x / self.s).sigmoid_()).mul_(2.0 / self.s)
+        return self.backward_kept(self.probability(x), grad)
 
     def surrogate(self, x: Tensor) -> Tensor:
         return torch.tanh(x / (2.0 * self.s))

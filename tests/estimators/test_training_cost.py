@@ -115,3 +115,34 @@ def test_the_conv_output_is_kept_only_when_alpha_takes_a_gradient(scaling: str) 
     assert alpha_learns == (scaling in ("learned", "tensor_mean"))
     assert output_sized == ([out.numel() * out.element_size()] if alpha_learns else [])
     assert layer.weight.grad.abs().sum() > 0
+
+
+def test_dste_keeps_the_probability_it_sampled_from() -> None:
+    """DSTE's forward computes σ(x/s) to sample; it keeps that (one activation-sized tensor,
+    the same size as x) and its backward reads it instead of recomputing it from x."""
+    from binarize.estimators.dste import DSTE
+
+    estimator = DSTE(s=0.5).train()
+    x = torch.randn(64, dtype=torch.float64, requires_grad=True)
+    kept: list[torch.Tensor] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t) or t, lambda t: t):
+        out = estimator(x)
+    grad = torch.randn(64, dtype=torch.float64)
+    out.backward(grad)
+    p = torch.sigmoid(x.detach() / 0.5)
+    assert len(kept) == 1 and torch.equal(kept[0], p)
+    assert torch.allclose(x.grad, grad * (2 / 0.5) * p * (1 - p), rtol=1e-12, atol=0)
+
+
+@pytest.mark.parametrize("name", PER_LAYER)
+def test_nothing_is_kept_when_no_gradient_is_needed(name: str) -> None:
+    """An input that takes no gradient (inference, or data fed to a binary first layer) runs
+    the forward value alone: the backward's tensors are never computed."""
+    from binarize.estimators import create
+
+    estimator = create(name).train()
+    estimator.keep_for_backward = estimator.forward_and_keep = lambda x: pytest.fail("kept for no backward")
+    torch.manual_seed(0)
+    x = torch.randn(32)
+    out = estimator(x)
+    assert out.shape == x.shape and not out.requires_grad
