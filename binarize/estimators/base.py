@@ -32,8 +32,9 @@ class Estimator(nn.Module):
     and a graph break under ``torch.compile``). Backward keeps the input ``x`` by default; an
     estimator that needs less overrides ``keep_for_backward`` and ``backward_kept`` together.
     The built-in rules are written for eager speed as well: no ``where`` or ``pow`` on full
-    tensors (slow kernels on CPU), branches as `binarize.functional.indicator` weights blended
-    with ``lerp``, and in-place ops on the tensors a rule has just created itself.
+    tensors (slow kernels on CPU), branches as `binarize.functional.indicator` weights (blended
+    with ``lerp``, or scaled in place) or 1-byte masks for ``masked_fill_``, and in-place ops on
+    the tensors a rule has just created itself.
     """
 
     name: ClassVar[str] = ""
