@@ -89,17 +89,21 @@ def test_resnet20_all_layers_binary_but_stem_and_head(tmp_path: Path) -> None:
 
 def test_float_segments_count_their_work_through_binary_layers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """Small float segments run on one onnxruntime thread: their multiply-adds per sample are
-    counted on shapes carried through the binary layers (the head's input comes after 18)."""
+    counted on shapes carried through the binary layers (the head's input comes after 18). A
+    segment with none gets no second session, which no batch would use."""
     from binarize.packed import runtime
 
     x = torch.randn(1, 3, 32, 32)
     path = save_packed(_converted(create("resnet20"), x), tmp_path / "resnet20.bnz", (x,))
     counted: list[float] = []
-    count = runtime._multiply_adds
+    count, session = runtime._multiply_adds, runtime._session
+    session_threads: list[int] = []
     monkeypatch.setattr(runtime, "_multiply_adds", lambda segment: counted.append(count(segment)) or counted[-1])
+    monkeypatch.setattr(runtime, "_session", lambda model, threads: session_threads.append(threads) or session(model, threads))
     packed = load_packed(path, threads=2)
     # stem conv 3→16 3×3 at 32², the two option-A shortcuts, the 64→10 classifier
     assert counted == [3 * 16 * 9 * 32 * 32, 0, 0, 64 * 10]
+    assert session_threads == [2, 1, 1, 1, 2, 1]
     np.testing.assert_allclose(packed(np.repeat(x.numpy(), 40, axis=0))[:1], packed(x.numpy()), rtol=1e-5, atol=1e-5)
 
 
@@ -223,9 +227,33 @@ def test_bireal_resnet18_is_one_bit_in_the_file_and_in_memory(tmp_path: Path) ->
     assert binary_weights / 8 <= packed.weight_bytes < binary_weights / 8 * 1.2  # the kernels pad rows a little
 
 
+def test_the_loaded_runtime_keeps_no_copy_of_its_float_segments(tmp_path: Path) -> None:
+    """Once loaded, Python holds the kernels' packed weights, the fed matrices and little else:
+    neither the parsed file nor a serialized segment (onnxruntime's wrapper keeps the bytes it is
+    given: here the 256 KB of a float 1×1 conv, which its session holds already)."""
+    import gc
+    import tracemalloc
+
+    model = nn.Sequential(nn.Conv2d(3, 8, 3), BinaryConv2d.from_float(nn.Conv2d(8, 256, 3)), nn.Conv2d(256, 256, 1),
+                          nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 2)).eval()
+    path = save_packed(model, tmp_path / "float_conv.bnz", (torch.randn(1, 3, 8, 8),))
+    load_packed(path, threads=1)  # imports and onnxruntime's first-use state are not the model's
+    gc.collect()
+    tracemalloc.start()
+    try:
+        packed = load_packed(path, threads=1)
+        gc.collect()
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    float_conv_bytes = 256 * 256 * 4
+    assert held - packed.weight_bytes < float_conv_bytes / 4
+
+
 def test_float_matrices_are_fed_not_held_by_the_session() -> None:
     """A Gemm/MatMul weight leaves the segment's initializers for a graph input the step feeds
-    (onnxruntime reads it in place instead of holding a second copy); conv weights stay."""
+    (onnxruntime reads it in place, so the two sessions of a small segment share it); conv
+    weights stay."""
     from onnx import TensorProto, helper, numpy_helper
 
     from binarize.packed.runtime import _fed_weights
