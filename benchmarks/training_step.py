@@ -7,11 +7,12 @@ data, ``set_progress`` every step as the training loop does), ratio to the float
 same model and mode, images/s, peak memory (CUDA) or peak RSS delta (CPU, Linux), the bytes
 autograd saves for backward in one step, and graph breaks / compiled graphs counted with
 ``torch._dynamo`` counters (progress changes every step, so a recompile would show up as an
-extra graph). Configurations are measured round-robin for ``--rounds`` rounds, and a ratio to
-float is the median over rounds of the round's binary step ÷ the same round's float step: the
-speed of a shared machine drifts by 2× within a minute, and pairing each binary step with a
-float step measured seconds apart cancels that drift (the spread of the per-round ratios is in
-the JSON). Step times are medians over rounds. On a crowded machine
+extra graph). Each of ``--rounds`` rounds times the float step between every two binary
+configurations (float, ste, float, reste, float, ...), and a ratio to float is the median over
+rounds of a binary step ÷ the mean of the float steps just before and after it: the speed of a
+shared machine drifts by 2× within a minute, and a float step measured a moment apart cancels
+that drift (the spread of the per-round ratios is in the table and the JSON). Step times are
+medians over rounds. On a crowded machine
 ``--clock cpu --threads 1`` times steps by this process's CPU time instead of wall time (with one
 thread that is the step's own work, whatever else runs). Prints a table and writes JSON.
 
@@ -59,6 +60,7 @@ class Case:
     optimizer: torch.optim.Optimizer
     step: Any
     times: list[float] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)
     row: dict[str, Any] = field(default_factory=dict)
 
 
@@ -174,7 +176,8 @@ def clock(args: argparse.Namespace) -> float:
     return time.process_time() if args.clock == "cpu" else time.perf_counter()
 
 
-def timed_round(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+def timed_round(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> float:
+    """Times ``args.steps`` steps of ``case``; records and returns their median (seconds)."""
     torch._dynamo.utils.counters.clear()
     times = []
     for i in range(args.steps):
@@ -187,6 +190,23 @@ def timed_round(case: Case, args: argparse.Namespace, data: tuple[torch.Tensor, 
     case.times.append(statistics.median(times))
     if case.mode == "compiled":  # any graph compiled after warm-up is a recompile
         case.row["recompiles"] = case.row.get("recompiles", 0) + dynamo_counts()[1]
+    return case.times[-1]
+
+
+def paired_round(cases: list[Case], args: argparse.Namespace, data: tuple[torch.Tensor, torch.Tensor], device: torch.device) -> None:
+    """One round: per mode and dtype, float, then each binary case followed by float again;
+    each binary case gets the ratio of its time to the mean of its two float neighbours."""
+    for key in dict.fromkeys((c.mode, c.dtype) for c in cases):
+        group = [c for c in cases if (c.mode, c.dtype) == key]
+        base = next(c for c in group if c.estimator == "float")
+        before = timed_round(base, args, data, device)
+        for case in group:
+            if case is base:
+                continue
+            binary = timed_round(case, args, data, device)
+            after = timed_round(base, args, data, device)
+            case.ratios.append(binary / ((before + after) / 2))
+            before = after
 
 
 def main() -> None:
@@ -198,9 +218,9 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--batch", type=int, default=None, help="default 8 on CPU, 128 on CUDA")
     parser.add_argument("--size", type=int, default=None, help="input resolution (default 112 on CPU, 224 on CUDA)")
-    parser.add_argument("--steps", type=int, default=3, help="timed steps per round")
+    parser.add_argument("--steps", type=int, default=2, help="timed steps per configuration and round (median)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps (compilation happens here)")
-    parser.add_argument("--rounds", type=int, default=5, help="round-robin rounds; ratios are the median of per-round ratios")
+    parser.add_argument("--rounds", type=int, default=5, help="rounds; a ratio is the median of its per-round paired ratios")
     parser.add_argument("--backend", default="inductor", help="torch.compile backend for the compiled mode")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--clock", default="wall", choices=["wall", "cpu"], help="cpu: process CPU time (crowded CPU machines, with --threads 1)")
@@ -234,14 +254,12 @@ def main() -> None:
         for case in cases:
             warm_up(case, args, data, device)
         for _ in range(args.rounds):
-            for case in cases:
-                timed_round(case, args, data, device)
-        floats = {(c.mode, c.dtype): c.times for c in cases if c.estimator == "float"}
+            paired_round(cases, args, data, device)
         if args.profile:
             profiles.append(profile_gap(model_name, cases, args, data))
         for case in cases:
             step_s = statistics.median(case.times)
-            ratios = [t / f for t, f in zip(case.times, floats[(case.mode, case.dtype)])]
+            ratios = case.ratios or [1.0]  # float against itself
             rows.append(
                 {"model": case.model, "estimator": case.estimator, "mode": case.mode, "dtype": case.dtype,
                  "step_ms": 1e3 * step_s, "ratio_to_float": statistics.median(ratios),
