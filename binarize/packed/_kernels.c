@@ -559,29 +559,44 @@ static void tabulate_corrections(const conv_call *call, const int *row_cuts, con
     }
 }
 
-/* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel. */
+/* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel, in one
+ * pass: each activation and the residual's presence get a loop of their own, so no output is
+ * stored and read back between the steps (three passes over y cost a third of the epilogue). */
+#define EPILOGUE_LOOP(ACTIVATE)                                                                \
+    if (r) {                                                                                   \
+        for (int p = 0; p < count; p++) {                                                      \
+            float v = (float)dot[p] * scale + shift;                                           \
+            v += r[p];                                                                         \
+            y[p] = ACTIVATE;                                                                   \
+        }                                                                                      \
+    } else {                                                                                   \
+        for (int p = 0; p < count; p++) {                                                      \
+            const float v = (float)dot[p] * scale + shift;                                     \
+            y[p] = ACTIVATE;                                                                   \
+        }                                                                                      \
+    }
+
 static inline __attribute__((always_inline)) void epilogue(const conv_call *call, int o, const int32_t *restrict dot,
                                                             long at, int count) {
-    const float scale = call->scale[o], shift = call->shift[o];
-    float *restrict y = (float *)call->out + at;
     if (call->integer_output) {
         memcpy((int32_t *)call->out + at, dot, (size_t)count * sizeof(int32_t));
         return;
     }
-    for (int p = 0; p < count; p++) y[p] = (float)dot[p] * scale + shift;
-    if (call->residual) {
-        const float *restrict r = call->residual + at;
-        for (int p = 0; p < count; p++) y[p] += r[p];
-    }
+    const float scale = call->scale[o], shift = call->shift[o];
+    float *restrict y = (float *)call->out + at;
+    const float *restrict r = call->residual ? call->residual + at : NULL;
     if (call->activation == 1) {
-        for (int p = 0; p < count; p++) y[p] = y[p] > 0.0f ? y[p] : 0.0f;
+        EPILOGUE_LOOP(v > 0.0f ? v : 0.0f)
     } else if (call->activation == 2) {
-        for (int p = 0; p < count; p++) y[p] = y[p] < -1.0f ? -1.0f : (y[p] > 1.0f ? 1.0f : y[p]);
+        EPILOGUE_LOOP(v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v))
     } else if (call->activation == 3) {
         const float slope = call->slope[o];
-        for (int p = 0; p < count; p++) y[p] = y[p] >= 0.0f ? y[p] : y[p] * slope;
+        EPILOGUE_LOOP(v >= 0.0f ? v : v * slope)
+    } else {
+        EPILOGUE_LOOP(v)
     }
 }
+#undef EPILOGUE_LOOP
 
 /* Units of one call. Inlined twice: for AVX2 (the epilogue's loops in ymm registers; every SIMD
  * path uses it) and for the default target (the portable path). */
