@@ -624,13 +624,19 @@ static inline __attribute__((always_inline)) void conv_units(void *ctx, long beg
         const long first = chunk * CHUNK;
         const int count = plane - first < CHUNK ? (int)(plane - first) : CHUNK;
         const uint64_t *image_words = call->a + image * g->hp * g->columns * words_per_pixel + (long)grp * g->cw;
-        const long column_step = g->window ? 1 : g->sw; /* a window per output column */
+        /* a window per output column; pixel pointers and padding classes output row by output row */
+        const long column_words = (g->window ? 1 : g->sw) * words_per_pixel;
         int oy = (int)(first / g->wo), ox = (int)(first % g->wo), edges = 0;
-        for (int p = 0; p < count; p++) {
-            a[p] = image_words + ((long)oy * g->sh * g->columns + ox * column_step) * words_per_pixel;
-            const int row_class = call->row_class[oy], column_class = call->column_class[ox];
-            if (row_class | column_class) edge[edges] = p, edge_class[edges++] = row_class * call->column_classes + column_class;
-            if (++ox == g->wo) ox = 0, oy++;
+        for (int p = 0; p < count; oy++, ox = 0) {
+            const int run = g->wo - ox < count - p ? g->wo - ox : count - p;
+            const uint64_t *pixel = image_words + (long)oy * g->sh * g->columns * words_per_pixel + ox * column_words;
+            for (int q = 0; q < run; q++) a[p + q] = pixel + q * column_words;
+            const int row_class = call->row_class[oy] * call->column_classes;
+            for (int q = 0; q < run; q++) {
+                const int column_class = call->column_class[ox + q];
+                if (row_class | column_class) edge[edges] = p + q, edge_class[edges++] = row_class + column_class;
+            }
+            p += run;
         }
         for (int p = count; p < count + pixels_per_tile; p++) a[p] = a[count - 1]; /* short tiles repeat */
         for (int t0 = 0; t0 < count; t0 += pixels_per_tile) {
