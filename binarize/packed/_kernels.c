@@ -29,7 +29,6 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #if defined(__x86_64__) || defined(__i386__)
 #define BNZ_X86 1
@@ -718,34 +717,14 @@ static int plan_tables(conv_plan *plan) {
     return 0;
 }
 
-/* Layers below SMALL_WORK bit-MACs run on the caller alone: a second thread costs more than it
- * saves. Layers up to LARGE_WORK (tens of microseconds) gain from one (ResNet-20's at 2 threads:
- * 1.2-1.6x each) only while the pool threads run when asked; on a busy machine a worker that
- * the OS takes off its core in the middle of a unit holds the caller up for a time slice, many
- * times the layer's own time. So when such a layer takes longer than STALLED in all, layers of
- * this size run on the caller alone for BACKOFF, then the pool is tried again. */
-#define SMALL_WORK (1 << 20)
-#define LARGE_WORK (1 << 22)
-#define STALLED 200000LL    /* ns */
-#define BACKOFF 200000000LL /* ns */
-static atomic_llong small_layers_alone_until; /* CLOCK_MONOTONIC ns */
-
-static long long monotonic_ns(void) {
-    struct timespec now;
-    clock_gettime(CLOCK_MONOTONIC, &now);
-    return (long long)now.tv_sec * 1000000000LL + now.tv_nsec;
-}
-
 /* Runs a call made from a plan (x, residual, out and integer_output set); -1 when out of memory. */
 static int run_conv(conv_call *call) {
     const geometry *g = call->g;
     const size_t words = (size_t)g->n * g->hp * g->columns * g->groups * g->cw;
     void *buffer = NULL;
+    /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
     const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
-    const int medium = work >= (double)SMALL_WORK && work < (double)LARGE_WORK && pool.threads > 1;
-    const long long start = medium ? monotonic_ns() : 0;
-    const int workers = work < (double)SMALL_WORK || (medium && start < atomic_load(&small_layers_alone_until))
-                            ? 1 : pool.threads;
+    const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
     uint64_t *rows = g->window ? calloc((size_t)workers * g->wp * g->groups, sizeof(uint64_t)) : NULL;
     if ((g->window && !rows) || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
         free(rows);
@@ -761,10 +740,6 @@ static int run_conv(conv_call *call) {
     if (call->path != PATH_PORTABLE) conv_task = conv_task_avx2;
 #endif
     pool_run(conv_task, call, (long)g->groups * g->ob * g->n * chunks, workers);
-    if (medium && workers > 1) {
-        const long long end = monotonic_ns();
-        if (end - start > STALLED) atomic_store(&small_layers_alone_until, end + BACKOFF);
-    }
     free(rows), free(buffer);
     return 0;
 }

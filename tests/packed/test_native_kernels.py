@@ -146,13 +146,9 @@ def test_paths_threads_and_bad_arguments() -> None:
         kernels.BinaryLinear(np.zeros((2, 2), np.uint64), in_features=3, scale=np.ones(2, np.float32))
 
 
-@pytest.mark.parametrize("channels, out, size", [
-    (64, 48, 15),  # large enough for every thread
-    (16, 16, 32),  # ResNet-20's first stage: the pool only while it keeps up (see _kernels.c)
-])
-def test_results_do_not_depend_on_thread_count(channels: int, out: int, size: int) -> None:
-    layer, _ = _conv_layer(channels, out, (3, 3), 1, seed=10, padding=(1, 1, 1, 1), scale=np.ones(out, np.float32))
-    x = _input((1, channels, size, size), seed=11).numpy()
+def test_results_do_not_depend_on_thread_count() -> None:
+    layer, _ = _conv_layer(64, 48, (3, 3), 1, seed=10, padding=(1, 1, 1, 1), scale=np.ones(48, np.float32))
+    x = _input((1, 64, 15, 15), seed=11).numpy()
     before = kernels.get_num_threads()
     try:
         kernels.set_num_threads(1)
