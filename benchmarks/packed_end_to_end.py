@@ -44,7 +44,7 @@ from torch import nn
 from binarize import BinarizeConfig, convert
 from binarize.models import create
 from binarize.nn import BinaryConv2d
-from binarize.packed import load_packed, save_packed
+from binarize.packed import PackedModel, load_packed, save_packed
 from binarize.packed.openvino_engine import load_openvino
 
 
@@ -121,6 +121,16 @@ def models() -> dict[str, tuple[nn.Module, nn.Module, tuple[int, ...]]]:
     }
 
 
+def profiled_step_times(packed: PackedModel, feed: np.ndarray, calls: int) -> dict[str, float]:
+    """Seconds per step, the median of ``calls`` profiled calls (one call's times vary too much
+    on a shared machine: their sum can exceed the median of whole calls by half)."""
+    samples = []
+    for _ in range(calls):
+        packed(feed, profile=True)
+        samples.append(packed.per_layer_times())
+    return {step: float(np.median([sample[step] for sample in samples])) for step in samples[0]}
+
+
 def run(repeats: int, contention: bool) -> list[dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -137,9 +147,8 @@ def run(repeats: int, contention: bool) -> list[dict[str, object]]:
                 row: dict[str, object] = {"model": name, "threads": threads, **memory}
                 packed = load_packed(packed_path, threads=threads)
                 row["packed"] = timed(partial(packed, feed), repeats)
-                packed(feed, profile=True)
                 kinds = packed.step_kinds()
-                steps = packed.per_layer_times()
+                steps = profiled_step_times(packed, feed, repeats)
                 row["packed_binary_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] != "float")
                 row["packed_float_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] == "float")
                 del packed
@@ -194,7 +203,8 @@ def print_table(rows: list[dict[str, object]]) -> None:
               f"{r['speedup_vs_int8']:>7.2f} {r['speedup_vs_openvino']:>6.2f} "
               f"{r['int8_float_layers_speedup_vs_int8']:>11.2f} {r['file_mb']:>8.2f} "
               f"{r['loaded_mb']:>8.2f} {r['fixed_mb']:>8.1f}")
-    print("ms: median (min); int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
+    print("ms: median (min); bin/float = the packed runtime's binary nodes and float segments, sums of per-step medians "
+          "over as many profiled calls; int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
           "packed file; fixed = RSS of the runtime before it (python, numpy, onnx, onnxruntime, kernels, warmed up)")
     if all("packed_busy" in r for r in rows):
         print("\nwith every core kept busy by other processes (--contention): median (min) ms, busy/idle median")

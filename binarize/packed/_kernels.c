@@ -332,12 +332,19 @@ static void pack_windows(const conv_call *call, int n, int y, int worker) {
     const int cpg = g->cpg, kw = g->kw;
     const long pixel_step = (long)g->dw * g->groups;
     if (g->cw == 1) { /* a kernel row in one word: no field straddles two */
-        for (int ox = 0; ox < g->wo; ox++) {
-            for (int grp = 0; grp < g->groups; grp++) {
-                const uint64_t *pixel = row + (long)ox * g->sw * g->groups + grp;
-                uint64_t window = 0;
-                for (int j = 0; j < kw; j++) window |= pixel[j * pixel_step] << (j * cpg);
-                *dst++ = window;
+        /* tap by tap over the whole row: with stride 1, window i takes pixel word i + j*pixel_step,
+         * one contiguous (vectorized) loop per tap instead of a short loop per window */
+        const long windows = (long)g->wo * g->groups;
+        memset(dst, 0, (size_t)windows * sizeof *dst);
+        for (int j = 0; j < kw; j++) {
+            const uint64_t *tap = row + j * pixel_step;
+            const int shift = j * cpg;
+            if (g->sw == 1) {
+                for (long i = 0; i < windows; i++) dst[i] |= tap[i] << shift;
+            } else {
+                for (int ox = 0; ox < g->wo; ox++)
+                    for (int grp = 0; grp < g->groups; grp++)
+                        dst[(long)ox * g->groups + grp] |= tap[(long)ox * g->sw * g->groups + grp] << shift;
             }
         }
         return;
@@ -515,7 +522,7 @@ static tile_fn tile_kernel(int path) {
 
 /* Padding taps. Those of output (oy, ox) are the first and last few kernel rows (cut off at the
  * top and bottom) and columns (at the left and right), so outputs of one row class and one column
- * class lose the same weight sums: run_conv tabulates them once per call and weight block.
+ * class lose the same weight sums: plan_tables tabulates them once per plan and weight block.
  * classify() gives each output position along one axis its class, (taps cut off before, after)
  * pairs in `cuts`, class 0 = (0, 0); returns the number of classes. */
 static int classify(int outputs, int stride, int dilation, int taps, int pad, int size, int *class_of, int *cuts) {
@@ -559,29 +566,44 @@ static void tabulate_corrections(const conv_call *call, const int *row_cuts, con
     }
 }
 
-/* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel. */
+/* y = act(dot * scale + shift + residual) over `count` consecutive outputs of one channel, in one
+ * pass: each activation and the residual's presence get a loop of their own, so no output is
+ * stored and read back between the steps (three passes over y cost a third of the epilogue). */
+#define EPILOGUE_LOOP(ACTIVATE)                                                                \
+    if (r) {                                                                                   \
+        for (int p = 0; p < count; p++) {                                                      \
+            float v = (float)dot[p] * scale + shift;                                           \
+            v += r[p];                                                                         \
+            y[p] = ACTIVATE;                                                                   \
+        }                                                                                      \
+    } else {                                                                                   \
+        for (int p = 0; p < count; p++) {                                                      \
+            const float v = (float)dot[p] * scale + shift;                                     \
+            y[p] = ACTIVATE;                                                                   \
+        }                                                                                      \
+    }
+
 static inline __attribute__((always_inline)) void epilogue(const conv_call *call, int o, const int32_t *restrict dot,
                                                             long at, int count) {
-    const float scale = call->scale[o], shift = call->shift[o];
-    float *restrict y = (float *)call->out + at;
     if (call->integer_output) {
         memcpy((int32_t *)call->out + at, dot, (size_t)count * sizeof(int32_t));
         return;
     }
-    for (int p = 0; p < count; p++) y[p] = (float)dot[p] * scale + shift;
-    if (call->residual) {
-        const float *restrict r = call->residual + at;
-        for (int p = 0; p < count; p++) y[p] += r[p];
-    }
+    const float scale = call->scale[o], shift = call->shift[o];
+    float *restrict y = (float *)call->out + at;
+    const float *restrict r = call->residual ? call->residual + at : NULL;
     if (call->activation == 1) {
-        for (int p = 0; p < count; p++) y[p] = y[p] > 0.0f ? y[p] : 0.0f;
+        EPILOGUE_LOOP(v > 0.0f ? v : 0.0f)
     } else if (call->activation == 2) {
-        for (int p = 0; p < count; p++) y[p] = y[p] < -1.0f ? -1.0f : (y[p] > 1.0f ? 1.0f : y[p]);
+        EPILOGUE_LOOP(v < -1.0f ? -1.0f : (v > 1.0f ? 1.0f : v))
     } else if (call->activation == 3) {
         const float slope = call->slope[o];
-        for (int p = 0; p < count; p++) y[p] = y[p] >= 0.0f ? y[p] : y[p] * slope;
+        EPILOGUE_LOOP(v >= 0.0f ? v : v * slope)
+    } else {
+        EPILOGUE_LOOP(v)
     }
 }
+#undef EPILOGUE_LOOP
 
 /* Units of one call. Inlined twice: for AVX2 (the epilogue's loops in ymm registers; every SIMD
  * path uses it) and for the default target (the portable path). */
@@ -602,13 +624,19 @@ static inline __attribute__((always_inline)) void conv_units(void *ctx, long beg
         const long first = chunk * CHUNK;
         const int count = plane - first < CHUNK ? (int)(plane - first) : CHUNK;
         const uint64_t *image_words = call->a + image * g->hp * g->columns * words_per_pixel + (long)grp * g->cw;
-        const long column_step = g->window ? 1 : g->sw; /* a window per output column */
+        /* a window per output column; pixel pointers and padding classes output row by output row */
+        const long column_words = (g->window ? 1 : g->sw) * words_per_pixel;
         int oy = (int)(first / g->wo), ox = (int)(first % g->wo), edges = 0;
-        for (int p = 0; p < count; p++) {
-            a[p] = image_words + ((long)oy * g->sh * g->columns + ox * column_step) * words_per_pixel;
-            const int row_class = call->row_class[oy], column_class = call->column_class[ox];
-            if (row_class | column_class) edge[edges] = p, edge_class[edges++] = row_class * call->column_classes + column_class;
-            if (++ox == g->wo) ox = 0, oy++;
+        for (int p = 0; p < count; oy++, ox = 0) {
+            const int run = g->wo - ox < count - p ? g->wo - ox : count - p;
+            const uint64_t *pixel = image_words + (long)oy * g->sh * g->columns * words_per_pixel + ox * column_words;
+            for (int q = 0; q < run; q++) a[p + q] = pixel + q * column_words;
+            const int row_class = call->row_class[oy] * call->column_classes;
+            for (int q = 0; q < run; q++) {
+                const int column_class = call->column_class[ox + q];
+                if (row_class | column_class) edge[edges] = p + q, edge_class[edges++] = row_class + column_class;
+            }
+            p += run;
         }
         for (int p = count; p < count + pixels_per_tile; p++) a[p] = a[count - 1]; /* short tiles repeat */
         for (int t0 = 0; t0 < count; t0 += pixels_per_tile) {
@@ -635,42 +663,75 @@ __attribute__((target("avx2"))) static void conv_task_avx2(void *ctx, long begin
 }
 #endif
 
-static int run_conv(conv_call *call) {
-    const geometry *g = call->g;
-    const size_t words = (size_t)g->n * g->hp * g->columns * g->groups * g->cw;
-    void *buffer = NULL;
-    int64_t *offsets = malloc((size_t)g->taps * sizeof(int64_t));
-    /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
-    const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
-    const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
-    uint64_t *rows = g->window ? calloc((size_t)workers * g->wp * g->groups, sizeof(uint64_t)) : NULL;
-    /* classes and (before, after) cuts of output rows, then of output columns */
-    int *classes = malloc((size_t)3 * (g->ho + g->wo + 2) * sizeof(int));
-    if (!offsets || (g->window && !rows) || !classes
-        || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
-        free(offsets), free(rows), free(classes);
+/* Everything about a call but its input, residual and output: the geometry, the padding classes
+ * and their correction tables, the tap offsets, and views of the layer's weight and epilogue
+ * buffers. kernels.py prepares one per layer, input shape and path and keeps it, so that a call
+ * parses four arguments and tabulates nothing (on ResNet-20's small layers the per-call setup
+ * was a tenth of the call). Read-only once made: concurrent calls share it. */
+typedef struct {
+    geometry g;
+    conv_call fixed;  /* the fields of a call that stay the same; fixed.g points at g */
+    int *classes;     /* the padding class of each output row, then of each output column */
+    int32_t *corrections;
+    int64_t *offsets;
+    Py_buffer weights, wsum, scale, shift, slope; /* slope.obj is NULL without a slope */
+} conv_plan;
+
+static void plan_free(conv_plan *plan) {
+    free(plan->classes), free(plan->corrections), free(plan->offsets);
+    Py_buffer *views[] = {&plan->weights, &plan->wsum, &plan->scale, &plan->shift, &plan->slope};
+    for (int i = 0; i < 5; i++)
+        if (views[i]->obj) PyBuffer_Release(views[i]);
+    free(plan);
+}
+
+/* The plan's padding classes, correction tables and tap offsets (fixed.g and fixed.wsum set);
+ * -1 when out of memory. */
+static int plan_tables(conv_plan *plan) {
+    const geometry *g = &plan->g;
+    conv_call *call = &plan->fixed;
+    /* (before, after) cuts of each output row class, then of each output column class */
+    int *cuts = malloc((size_t)2 * (g->ho + g->wo + 2) * sizeof(int));
+    plan->classes = malloc((size_t)(g->ho + g->wo) * sizeof(int));
+    plan->offsets = malloc((size_t)g->taps * sizeof(int64_t));
+    if (!cuts || !plan->classes || !plan->offsets) {
+        free(cuts);
         return -1;
     }
-    int *row_cuts = classes + g->ho + g->wo, *column_cuts = row_cuts + 2 * (g->ho + 1);
-    call->row_class = classes, call->column_class = classes + g->ho;
-    call->row_classes = classify(g->ho, g->sh, g->dh, g->kh, g->pt, g->h, classes, row_cuts);
-    call->column_classes = classify(g->wo, g->sw, g->dw, g->kw, g->pl, g->w, classes + g->ho, column_cuts);
-    int32_t *corrections = malloc((size_t)g->groups * g->ob * call->row_classes * call->column_classes * OT
-                                  * sizeof(int32_t));
-    if (!corrections) {
-        free(offsets), free(rows), free(classes), free(buffer);
-        return -1;
-    }
-    tabulate_corrections(call, row_cuts, column_cuts, corrections);
-    call->corrections = corrections;
-    memset(buffer, 0, words * sizeof(uint64_t));
+    int *row_cuts = cuts, *column_cuts = cuts + 2 * (g->ho + 1);
+    call->row_class = plan->classes, call->column_class = plan->classes + g->ho;
+    call->row_classes = classify(g->ho, g->sh, g->dh, g->kh, g->pt, g->h, plan->classes, row_cuts);
+    call->column_classes = classify(g->wo, g->sw, g->dw, g->kw, g->pl, g->w, plan->classes + g->ho, column_cuts);
+    plan->corrections = malloc((size_t)g->groups * g->ob * call->row_classes * call->column_classes * OT
+                               * sizeof(int32_t));
+    if (plan->corrections) tabulate_corrections(call, row_cuts, column_cuts, plan->corrections);
+    free(cuts);
+    if (!plan->corrections) return -1;
+    call->corrections = plan->corrections;
     const int tap_columns = g->window ? 1 : g->kw; /* a window holds a whole kernel row */
     for (int i = 0, t = 0; i < g->kh; i++)
         for (int j = 0; j < tap_columns; j++)
             for (int word = 0; word < g->cw; word++, t++)
-                offsets[t] = ((long)i * g->dh * g->columns + (long)j * g->dw) * g->groups * g->cw + word;
+                plan->offsets[t] = ((long)i * g->dh * g->columns + (long)j * g->dw) * g->groups * g->cw + word;
+    call->offsets = plan->offsets;
+    return 0;
+}
+
+/* Runs a call made from a plan (x, residual, out and integer_output set); -1 when out of memory. */
+static int run_conv(conv_call *call) {
+    const geometry *g = call->g;
+    const size_t words = (size_t)g->n * g->hp * g->columns * g->groups * g->cw;
+    void *buffer = NULL;
+    /* below ~2^22 bit-MACs (some microseconds) waking a second thread costs more than it saves */
+    const double work = (double)g->n * g->ho * g->wo * g->o * g->k;
+    const int workers = work < (double)(1 << 22) ? 1 : pool.threads;
+    uint64_t *rows = g->window ? calloc((size_t)workers * g->wp * g->groups, sizeof(uint64_t)) : NULL;
+    if ((g->window && !rows) || posix_memalign(&buffer, 64, (words ? words : 1) * sizeof(uint64_t)) != 0) {
+        free(rows);
+        return -1;
+    }
+    memset(buffer, 0, words * sizeof(uint64_t));
     call->a = buffer;
-    call->offsets = offsets;
     call->rows = rows;
     const long chunks = ((long)g->ho * g->wo + CHUNK - 1) / CHUNK;
     pool_run(pack_task, call, (long)g->n * g->h, workers);
@@ -679,7 +740,7 @@ static int run_conv(conv_call *call) {
     if (call->path != PATH_PORTABLE) conv_task = conv_task_avx2;
 #endif
     pool_run(conv_task, call, (long)g->groups * g->ob * g->n * chunks, workers);
-    free(corrections), free(classes), free(rows), free(offsets), free(buffer);
+    free(rows), free(buffer);
     return 0;
 }
 
@@ -720,42 +781,74 @@ static PyObject *py_set_threads(PyObject *self, PyObject *args) {
     return PyLong_FromLong(pool.threads);
 }
 
-/* conv(x, geometry, weights, wsum, scale, shift, slope, residual, out, path, activation, integer)
+static const char PLAN_NAME[] = "binarize.packed.conv_plan";
+
+static void plan_capsule_free(PyObject *capsule) { plan_free(PyCapsule_GetPointer(capsule, PLAN_NAME)); }
+
+/* conv_plan(geometry, weights, wsum, scale, shift, slope, path, activation) -> plan
  * geometry = (n, c, h, w, groups, kh, kw, sh, sw, dh, dw, pt, pl, hp, wp, o, ob, ho, wo, k, cpg, cw, window)
- * Buffers are C-contiguous and checked by kernels.py; slope and residual may be None. */
+ * Buffers are C-contiguous and checked by kernels.py; slope may be None. The plan keeps views of
+ * the buffers until it is freed. */
+static PyObject *py_conv_plan(PyObject *self, PyObject *args) {
+    (void)self;
+    conv_plan *plan = calloc(1, sizeof *plan);
+    if (!plan) return PyErr_NoMemory();
+    geometry *g = &plan->g;
+    conv_call *call = &plan->fixed;
+    PyObject *slope_obj;
+    const char *path_name;
+    if (!PyArg_ParseTuple(args, "(iiiiiiiiiiiiiiiiiiiiiip)y*y*y*y*Osi", &g->n, &g->c, &g->h, &g->w, &g->groups,
+                          &g->kh, &g->kw, &g->sh, &g->sw, &g->dh, &g->dw, &g->pt, &g->pl, &g->hp, &g->wp, &g->o,
+                          &g->ob, &g->ho, &g->wo, &g->k, &g->cpg, &g->cw, &g->window, &plan->weights, &plan->wsum,
+                          &plan->scale, &plan->shift, &slope_obj, &path_name, &call->activation)) {
+        free(plan);
+        return NULL;
+    }
+    for (call->path = 0; call->path < PATH_COUNT && strcmp(path_name, PATH_NAMES[call->path]); call->path++) {}
+    g->og = g->o / g->groups;
+    g->taps = g->window ? g->kh * g->cw : g->kh * g->kw * g->cw;
+    g->columns = g->window ? g->wo : g->wp;
+    if (slope_obj != Py_None && PyObject_GetBuffer(slope_obj, &plan->slope, PyBUF_SIMPLE) < 0) {
+        plan_free(plan);
+        return NULL;
+    }
+    const char *refusal = NULL;
+    if (g->window && (g->cpg > 64 || g->cw != (g->kw * g->cpg + 63) / 64))
+        refusal = "row windows need fewer than 64 channels per group";
+    else if (call->path >= PATH_COUNT || !cpu_has(call->path))
+        refusal = "kernel path not available on this CPU";
+    if (refusal) {
+        PyErr_SetString(PyExc_ValueError, refusal);
+        plan_free(plan);
+        return NULL;
+    }
+    call->g = g;
+    call->b = plan->weights.buf, call->wsum = plan->wsum.buf;
+    call->scale = plan->scale.buf, call->shift = plan->shift.buf;
+    call->slope = plan->slope.obj ? plan->slope.buf : NULL;
+    if (plan_tables(plan) != 0) {
+        plan_free(plan);
+        return PyErr_NoMemory();
+    }
+    PyObject *capsule = PyCapsule_New(plan, PLAN_NAME, plan_capsule_free);
+    if (!capsule) plan_free(plan);
+    return capsule;
+}
+
+/* conv(plan, x, residual, out, integer): x, residual (or None) and out are C-contiguous buffers of
+ * the plan's shapes, checked by kernels.py. */
 static PyObject *py_conv(PyObject *self, PyObject *args) {
     (void)self;
-    geometry g;
-    Py_buffer x, b, wsum, scale, shift, out, slope = {0}, residual = {0};
-    PyObject *slope_obj, *residual_obj;
-    const char *path_name;
-    conv_call call;
-    memset(&call, 0, sizeof call);
-    if (!PyArg_ParseTuple(args, "y*(iiiiiiiiiiiiiiiiiiiiiip)y*y*y*y*OOw*sip", &x, &g.n, &g.c, &g.h, &g.w, &g.groups,
-                          &g.kh, &g.kw, &g.sh, &g.sw, &g.dh, &g.dw, &g.pt, &g.pl, &g.hp, &g.wp, &g.o, &g.ob, &g.ho,
-                          &g.wo, &g.k, &g.cpg, &g.cw, &g.window, &b, &wsum, &scale, &shift, &slope_obj, &residual_obj, &out,
-                          &path_name, &call.activation, &call.integer_output))
-        return NULL;
-    for (call.path = 0; call.path < PATH_COUNT && strcmp(path_name, PATH_NAMES[call.path]); call.path++) {}
-    g.og = g.o / g.groups;
-    g.taps = g.window ? g.kh * g.cw : g.kh * g.kw * g.cw;
-    g.columns = g.window ? g.wo : g.wp;
-    int failed = (slope_obj != Py_None && PyObject_GetBuffer(slope_obj, &slope, PyBUF_SIMPLE) < 0)
-                 || (residual_obj != Py_None && PyObject_GetBuffer(residual_obj, &residual, PyBUF_SIMPLE) < 0);
-    if (!failed && g.window && (g.cpg > 64 || g.cw != (g.kw * g.cpg + 63) / 64)) {
-        PyErr_SetString(PyExc_ValueError, "row windows need fewer than 64 channels per group");
-        failed = 1;
-    }
-    if (!failed && (call.path < 0 || call.path >= PATH_COUNT || !cpu_has(call.path))) {
-        PyErr_SetString(PyExc_ValueError, "kernel path not available on this CPU");
-        failed = 1;
-    }
+    PyObject *capsule, *residual_obj;
+    Py_buffer x, out, residual = {0};
+    int integer;
+    if (!PyArg_ParseTuple(args, "Oy*Ow*p", &capsule, &x, &residual_obj, &out, &integer)) return NULL;
+    const conv_plan *plan = PyCapsule_GetPointer(capsule, PLAN_NAME);
+    int failed = !plan || (residual_obj != Py_None && PyObject_GetBuffer(residual_obj, &residual, PyBUF_SIMPLE) < 0);
     if (!failed) {
-        call.g = &g;
-        call.x = x.buf, call.b = b.buf, call.wsum = wsum.buf, call.scale = scale.buf, call.shift = shift.buf;
-        call.slope = slope.obj ? slope.buf : NULL;
+        conv_call call = plan->fixed;
+        call.x = x.buf, call.out = out.buf, call.integer_output = integer;
         call.residual = residual.obj ? residual.buf : NULL;
-        call.out = out.buf;
         int status;
         Py_BEGIN_ALLOW_THREADS status = run_conv(&call);
         Py_END_ALLOW_THREADS
@@ -764,9 +857,7 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
             failed = 1;
         }
     }
-    PyBuffer_Release(&x), PyBuffer_Release(&b), PyBuffer_Release(&wsum), PyBuffer_Release(&scale);
-    PyBuffer_Release(&shift), PyBuffer_Release(&out);
-    if (slope.obj) PyBuffer_Release(&slope);
+    PyBuffer_Release(&x), PyBuffer_Release(&out);
     if (residual.obj) PyBuffer_Release(&residual);
     if (failed) return NULL;
     Py_RETURN_NONE;
@@ -775,7 +866,8 @@ static PyObject *py_conv(PyObject *self, PyObject *args) {
 static PyMethodDef methods[] = {
     {"paths", py_paths, METH_NOARGS, "Dispatch paths this CPU can run, best first."},
     {"set_threads", py_set_threads, METH_VARARGS, "Sets the kernel threads; returns the number in use."},
-    {"conv", py_conv, METH_VARARGS, "Binary convolution (see kernels.py)."},
+    {"conv_plan", py_conv_plan, METH_VARARGS, "A layer's call plan for one input shape (see kernels.py)."},
+    {"conv", py_conv, METH_VARARGS, "Binary convolution by a plan (see kernels.py)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -10,7 +10,9 @@ def paths() -> list[str]:
 def set_threads(threads: int, /) -> int:
     """Sets the kernel threads; returns the number in use."""
 
-def conv(x: np.ndarray, geometry: tuple[int, ...], weights: np.ndarray, wsum: np.ndarray, scale: np.ndarray,
-         shift: np.ndarray, slope: np.ndarray | None, residual: np.ndarray | None, out: np.ndarray, path: str,
-         activation: int, integer: bool, /) -> None:
-    """Binary convolution into ``out`` (see kernels.py)."""
+def conv_plan(geometry: tuple[int, ...], weights: np.ndarray, wsum: np.ndarray, scale: np.ndarray, shift: np.ndarray,
+              slope: np.ndarray | None, path: str, activation: int, /) -> object:
+    """A layer's call plan for one input shape: geometry, padding corrections, views of the buffers."""
+
+def conv(plan: object, x: np.ndarray, residual: np.ndarray | None, out: np.ndarray, integer: bool, /) -> None:
+    """Binary convolution by ``plan`` into ``out`` (see kernels.py)."""

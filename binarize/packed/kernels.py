@@ -173,7 +173,7 @@ class BinaryConv(_Epilogue):
         self._words = (-(-self.kernel[1] * cpg // 64) if windows else -(-cpg // 64), int(windows))
         self._init_epilogue(self.out_channels, scale, shift, activation, slope)
         self._activation_id = ACTIVATIONS.index(activation)
-        self._geometries: dict[tuple[int, ...], tuple[tuple[int, ...], tuple[int, int, int, int]]] = {}
+        self._plans: dict[tuple[tuple[int, ...], str], tuple[object, tuple[int, int, int, int]]] = {}
         self.nbytes = sum(a.nbytes for a in (self._weights, self._wsum, self.scale, self.shift, self.slope)
                           if a is not None)
 
@@ -183,10 +183,12 @@ class BinaryConv(_Epilogue):
         (kh, kw), (sh, sw), (dh, dw) = self.kernel, self.stride, self.dilation
         return (height + top + bottom - dh * (kh - 1) - 1) // sh + 1, (width + left + right - dw * (kw - 1) - 1) // sw + 1
 
-    def _geometry(self, shape: tuple[int, ...]) -> tuple[tuple[int, ...], tuple[int, int, int, int]]:
-        """The kernel's geometry tuple and the output shape for an input shape (cached: a layer
-        sees one or two input sizes, and this runs on every call)."""
-        cached = self._geometries.get(shape)
+    def _plan(self, shape: tuple[int, ...]) -> tuple[object, tuple[int, int, int, int]]:
+        """The native call plan (geometry, padding corrections, views of the weights) and the
+        output shape for an input shape and the active path (cached: a layer sees one or two input
+        sizes, and this runs on every call)."""
+        key = shape, _state.path
+        cached = self._plans.get(key)
         if cached is not None:
             return cached
         if len(shape) != 4 or shape[1] != self.in_channels:
@@ -200,21 +202,22 @@ class BinaryConv(_Epilogue):
         geometry = (n, self.in_channels, height, width, self.groups, *self.kernel, *self.stride, *self.dilation,
                     top, left, height + top + bottom, width + left + right, self.out_channels,
                     -(-(self.out_channels // self.groups) // _BLOCK), out_h, out_w, self.k, cpg, *self._words)
-        if len(self._geometries) >= 16:
-            self._geometries.clear()
-        self._geometries[shape] = geometry, (n, self.out_channels, out_h, out_w)
-        return self._geometries[shape]
+        if len(self._plans) >= 16:
+            self._plans.clear()
+        plan = _kernels.conv_plan(geometry, self._weights, self._wsum, self.scale, self.shift, self.slope, _state.path,
+                                  self._activation_id)
+        self._plans[key] = plan, (n, self.out_channels, out_h, out_w)
+        return self._plans[key]
 
     def _run(self, x: np.ndarray, residual: np.ndarray | None, integer: bool) -> np.ndarray:
         x = np.ascontiguousarray(x, dtype=np.float32)
-        geometry, out_shape = self._geometry(x.shape)
+        plan, out_shape = self._plan(x.shape)
         out = np.empty(out_shape, np.int32 if integer else np.float32)
         if residual is not None:
             residual = np.ascontiguousarray(residual, dtype=np.float32)
             if residual.shape != out_shape:
                 raise ValueError(f"residual has shape {residual.shape}, expected {out_shape}")
-        _kernels.conv(x, geometry, self._weights, self._wsum, self.scale, self.shift, self.slope, residual, out,
-                      _state.path, self._activation_id, integer)
+        _kernels.conv(plan, x, residual, out, integer)
         return out
 
     def __call__(self, x: np.ndarray, residual: np.ndarray | None = None) -> np.ndarray:

@@ -42,10 +42,14 @@ _PARALLEL_MACS = 1 << 20
 
 @dataclass(frozen=True)
 class _Step:
-    """One scheduled piece: a float session or a binary kernel, the values it reads and writes."""
+    """One scheduled piece: a float session or a binary kernel, the values it reads and writes.
+
+    ``run`` reads its inputs from the call's values by name and adds its outputs there: a
+    ResNet-20 forward is 22 steps of 15–40 µs, and gathering each step's inputs into a list and
+    its results back (a comprehension, a zip and an update) cost about 1 µs per step."""
 
     name: str
-    run: Callable[[list[np.ndarray]], list[np.ndarray]]
+    run: Callable[[dict[str, np.ndarray]], None]
     inputs: tuple[str, ...]
     outputs: tuple[str, ...]
     release: tuple[str, ...]  # values no later step reads
@@ -128,14 +132,13 @@ class PackedModel:
         for step in self._steps:
             start = time.perf_counter() if profile else 0.0
             try:
-                results = step.run([env[name] for name in step.inputs])
+                step.run(env)
             except BinarizeError:
                 raise
             except Exception as err:  # onnxruntime and the kernels refuse bad inputs in their own ways
                 message = str(err).strip().splitlines()
                 raise FormatError(f"step {step.name!r} failed: {type(err).__name__}: "
                                   f"{(message[0] if message else '')[:160]}", _RUN_FIX) from None
-            env.update(zip(step.outputs, results))
             for name in step.release:
                 del env[name]
             if profile:
@@ -290,14 +293,20 @@ class _Plan:
         run = _session(model_bytes, threads).run
         inputs = tuple(v.name for v in segment.graph.input if v.name not in weights)
         outputs = tuple(v.name for v in segment.graph.output)
+        names = list(outputs)
         if threads == 1 or per_sample >= _PARALLEL_MACS:
-            return _Step(name, lambda values: run(list(outputs), {**weights, **dict(zip(inputs, values))}), inputs, outputs, ())
+            def run_one(env: dict[str, np.ndarray]) -> None:
+                env.update(zip(names, run(names, {**weights, **{i: env[i] for i in inputs}})))
+
+            return _Step(name, run_one, inputs, outputs, ())
         run_alone = _session(model_bytes, 1).run  # small segment: one thread unless the batch is large
 
-        def run_sized(values: list[np.ndarray]) -> list[np.ndarray]:
-            batch = values[0].shape[0] if values and values[0].ndim else 1
+        def run_sized(env: dict[str, np.ndarray]) -> None:
+            feed = {**weights, **{i: env[i] for i in inputs}}
+            first = env[inputs[0]] if inputs else None
+            batch = first.shape[0] if first is not None and first.ndim else 1
             chosen = run_alone if batch * per_sample < _PARALLEL_MACS else run
-            return chosen(list(outputs), {**weights, **dict(zip(inputs, values))})
+            env.update(zip(names, chosen(names, feed)))
 
         return _Step(name, run_sized, inputs, outputs, ())
 
@@ -335,9 +344,17 @@ class _Plan:
         # the output's shape, where the input's is known, lets later segments count their work
         self.types[node.output[0]] = helper.make_tensor_type_proto(
             TensorProto.FLOAT, None if dims is None else layer.output_dims(dims))
-        residual = len(node.input) > ops.RESIDUAL and node.input[ops.RESIDUAL]
-        inputs = (node.input[ops.X], node.input[ops.RESIDUAL]) if residual else (node.input[ops.X],)
-        return _Step(name, lambda values: [layer(*values)], inputs, (node.output[0],), ())
+        x, residual, output = node.input[ops.X], len(node.input) > ops.RESIDUAL and node.input[ops.RESIDUAL], node.output[0]
+        if residual:
+            def run_residual(env: dict[str, np.ndarray]) -> None:
+                env[output] = layer(env[x], env[residual])
+
+            return _Step(name, run_residual, (x, residual), (output,), ())
+
+        def run(env: dict[str, np.ndarray]) -> None:
+            env[output] = layer(env[x])
+
+        return _Step(name, run, (x,), (output,), ())
 
     def quantized(self, steps: list[_Step], threads: int, feeds: list[dict[str, np.ndarray]]) -> list[_Step]:
         """Float segments with Conv/Gemm/MatMul layers replaced by their U8S8 QDQ quantization,
@@ -346,9 +363,8 @@ class _Plan:
         for feed in feeds:
             env = dict(feed)
             for step in steps:
-                values = [env[n] for n in step.inputs]
-                seen[step.name].append(dict(zip(step.inputs, values)))
-                env.update(zip(step.outputs, step.run(values)))
+                seen[step.name].append({n: env[n] for n in step.inputs})
+                step.run(env)
         result = []
         for step in steps:
             if step.name in self.kernels:

@@ -61,6 +61,7 @@ CONV_CASES = [
     (256, 33, (4, 5), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # K = 2304
     (16, 16, (10, 12), (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1),  # row windows: a kernel row in one word
     (32, 24, (9, 8), (3, 3), (2, 2), (1, 1, 1, 1), (1, 1), 1),  # row windows of two words, stride 2
+    (16, 8, (9, 11), (3, 3), (2, 2), (2, 2, 2, 2), (2, 2), 2),  # one-word row windows: groups, stride, dilation
 ]
 
 
