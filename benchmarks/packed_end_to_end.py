@@ -7,14 +7,17 @@ QOperator; the faster is reported): the deployments a packed file competes with.
 file runs with f32 float parts and with ``int8_float_layers``, and the same file on OpenVINO
 (its BinaryConvolution engine, f32 float parts; needs ``binarize[openvino]``). Threads 1 and 2; each runtime
 is timed in the same process, median and minimum of many calls, with a pause between
-runtimes (idle worker threads of one runtime must not steal the core of the next); with
+runtimes (idle worker threads of one runtime must not steal the core of the next), in
+``--rounds`` rounds of every runtime in turn: a speed-up is the median of the rounds' own
+ratios, which a shared machine's drifting speed affects far less than runtimes timed minutes
+apart; with
 ``--contention`` the packed runtime and the int8 session are timed again while other processes
 keep every core busy, and the table gives each one's busy/idle ratio. Resident
 memory after loading each packed file is measured in a fresh process that cannot import torch,
 against the runtime's fixed cost (the same process after loading a tiny packed file).
 Prints a table and writes JSON. Timings on a shared machine are noisy: read the ratios.
 
-    python benchmarks/packed_end_to_end.py [--repeats 50] [--contention] [--json packed_end_to_end.json]
+    python benchmarks/packed_end_to_end.py [--repeats 50] [--rounds 3] [--contention] [--json packed_end_to_end.json]
 """
 
 from __future__ import annotations
@@ -131,7 +134,7 @@ def profiled_step_times(packed: PackedModel, feed: np.ndarray, calls: int) -> di
     return {step: float(np.median([sample[step] for sample in samples])) for step in samples[0]}
 
 
-def run(repeats: int, contention: bool) -> list[dict[str, object]]:
+def run(repeats: int, contention: bool, rounds: int) -> list[dict[str, object]]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
@@ -145,39 +148,70 @@ def run(repeats: int, contention: bool) -> list[dict[str, object]]:
             memory = resident_memory(packed_path, warm_up)
             for threads in (1, 2):
                 row: dict[str, object] = {"model": name, "threads": threads, **memory}
+                per_round = [time_runtimes(packed_path, files, threads, feed, repeats) for _ in range(rounds)]
+                row.update(combine_rounds(per_round))
                 packed = load_packed(packed_path, threads=threads)
-                row["packed"] = timed(partial(packed, feed), repeats)
                 kinds = packed.step_kinds()
                 steps = profiled_step_times(packed, feed, repeats)
                 row["packed_binary_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] != "float")
                 row["packed_float_ms"] = 1e3 * sum(t for s, t in steps.items() if kinds[s] == "float")
                 del packed
-                quantized = load_packed(packed_path, threads=threads, int8_float_layers=True)
-                row["packed_int8_float_layers"] = timed(partial(quantized, feed), repeats)
-                del quantized
-                for key, path in files.items():
-                    # sessions live only while timed: idle onnxruntime pools spin and would slow the rest
-                    runner = session(path, threads)
-                    row[f"ort_{key}"] = timed(partial(runner.run, None, {"x": feed}), repeats)
-                    del runner
-                # the strongest binary peer: the same file on OpenVINO's BinaryConvolution (binarize[openvino])
-                engine = load_openvino(packed_path, threads=threads)
-                row["openvino"] = timed(partial(engine, feed), repeats)
-                del engine
-                int8 = min(("ort_int8_QDQ", "ort_int8_QOperator"), key=lambda k: row[k]["median_ms"])
-                row["ort_int8_best"] = int8
-                packed_ms = row["packed"]["median_ms"]
-                row["speedup_vs_fp32"] = row["ort_fp32"]["median_ms"] / packed_ms
-                row["speedup_vs_int8"] = row[int8]["median_ms"] / packed_ms
-                row["speedup_vs_openvino"] = row["openvino"]["median_ms"] / packed_ms
-                row["int8_float_layers_speedup_vs_int8"] = row[int8]["median_ms"] / row["packed_int8_float_layers"]["median_ms"]
                 if contention:
-                    row.update(contended(packed_path, files[int8.removeprefix("ort_")], threads, feed, repeats))
-                    row["packed_busy_over_idle"] = row["packed_busy"]["median_ms"] / packed_ms
-                    row["int8_busy_over_idle"] = row["ort_int8_busy"]["median_ms"] / row[int8]["median_ms"]
+                    row.update(contended(packed_path, files[row["ort_int8_best"].removeprefix("ort_")], threads, feed, repeats))
+                    row["packed_busy_over_idle"] = row["packed_busy"]["median_ms"] / row["packed"]["median_ms"]
+                    row["int8_busy_over_idle"] = row["ort_int8_busy"]["median_ms"] / row[row["ort_int8_best"]]["median_ms"]
                 row["onnx_fp32_mb"] = files["fp32"].stat().st_size / 2**20
                 rows.append(row)
     return rows
+
+
+def time_runtimes(packed_path: Path, files: dict[str, Path], threads: int, feed: np.ndarray, repeats: int) -> dict[str, dict[str, float]]:
+    """One round: every runtime timed once, one after another (each lives only while timed:
+    idle onnxruntime pools spin and would slow the rest)."""
+    times = {}
+    packed = load_packed(packed_path, threads=threads)
+    times["packed"] = timed(partial(packed, feed), repeats)
+    del packed
+    quantized = load_packed(packed_path, threads=threads, int8_float_layers=True)
+    times["packed_int8_float_layers"] = timed(partial(quantized, feed), repeats)
+    del quantized
+    for key, path in files.items():
+        runner = session(path, threads)
+        times[f"ort_{key}"] = timed(partial(runner.run, None, {"x": feed}), repeats)
+        del runner
+    # the strongest binary peer: the same file on OpenVINO's BinaryConvolution (binarize[openvino])
+    engine = load_openvino(packed_path, threads=threads)
+    times["openvino"] = timed(partial(engine, feed), repeats)
+    return times
+
+
+def combine_rounds(per_round: list[dict[str, dict[str, float]]]) -> dict[str, object]:
+    """Each runtime's median of round medians and minimum of minimums; each speed-up the median
+    of the rounds' own ratios (a shared machine's speed drifts by 1.5-2x between minutes, and
+    runtimes timed seconds apart in one round see the same speed)."""
+    row: dict[str, object] = {
+        key: {"median_ms": float(np.median([r[key]["median_ms"] for r in per_round])),
+              "min_ms": min(r[key]["min_ms"] for r in per_round)}
+        for key in per_round[0]
+    }
+    row["ort_int8_best"] = min(("ort_int8_QDQ", "ort_int8_QOperator"), key=lambda k: row[k]["median_ms"])  # type: ignore[index]
+
+    def ratio(numerator: str, denominator: str) -> float:
+        return float(np.median([_median_ms(r, numerator) / _median_ms(r, denominator) for r in per_round]))
+
+    row["speedup_vs_fp32"] = ratio("ort_fp32", "packed")
+    row["speedup_vs_int8"] = ratio("int8", "packed")
+    row["speedup_vs_openvino"] = ratio("openvino", "packed")
+    row["int8_float_layers_speedup_vs_int8"] = ratio("int8", "packed_int8_float_layers")
+    row["rounds"] = len(per_round)
+    return row
+
+
+def _median_ms(times: dict[str, dict[str, float]], key: str) -> float:
+    """One round's median of runtime ``key``; "int8" is the faster of the two int8 encodings."""
+    if key == "int8":
+        return min(times["ort_int8_QDQ"]["median_ms"], times["ort_int8_QOperator"]["median_ms"])
+    return times[key]["median_ms"]
 
 
 def contended(packed_path: Path, int8_path: Path, threads: int, feed: np.ndarray, repeats: int) -> dict[str, object]:
@@ -194,7 +228,10 @@ def print_table(rows: list[dict[str, object]]) -> None:
     header = (f"{'model':>20} {'thr':>3} {'packed ms':>15} {'(bin/float)':>12} {'packed+i8fl':>15} {'ort fp32':>15} "
               f"{'ort int8':>15} {'openvino':>15} {'x fp32':>7} {'x int8':>7} {'x ov':>6} {'i8fl x int8':>11} {'file MB':>8} {'RSS+ MB':>8} {'fixed MB':>8}")
     print(header)
-    fmt = lambda cell: f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"
+
+    def fmt(cell: dict[str, float]) -> str:
+        return f"{cell['median_ms']:.2f} ({cell['min_ms']:.2f})"
+
     for r in rows:
         int8 = r[r["ort_int8_best"]]
         print(f"{r['model']:>20} {r['threads']:>3} {fmt(r['packed']):>15} "
@@ -203,7 +240,7 @@ def print_table(rows: list[dict[str, object]]) -> None:
               f"{r['speedup_vs_int8']:>7.2f} {r['speedup_vs_openvino']:>6.2f} "
               f"{r['int8_float_layers_speedup_vs_int8']:>11.2f} {r['file_mb']:>8.2f} "
               f"{r['loaded_mb']:>8.2f} {r['fixed_mb']:>8.1f}")
-    print("ms: median (min); bin/float = the packed runtime's binary nodes and float segments, sums of per-step medians "
+    print("ms: median of round medians (min); x …: speed-ups, medians of the rounds' own ratios; bin/float = the packed runtime's binary nodes and float segments, sums of per-step medians "
           "over as many profiled calls; int8 = the faster of QDQ and QOperator; openvino = the same .bnz on OpenVINO (f32 float parts); RSS+ = resident memory added by loading the "
           "packed file; fixed = RSS of the runtime before it (python, numpy, onnx, onnxruntime, kernels, warmed up)")
     if all("packed_busy" in r for r in rows):
@@ -218,12 +255,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=50, help="timed calls per measurement")
     parser.add_argument("--json", default="packed_end_to_end.json", help="where to write the results")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds of every runtime in turn; speed-ups are medians of per-round ratios")
     parser.add_argument("--contention", action="store_true",
                         help="also time packed and int8 while other processes keep every core busy")
     args = parser.parse_args()
     from binarize.packed import kernels
 
-    rows = run(args.repeats, args.contention)
+    rows = run(args.repeats, args.contention, args.rounds)
     print_table(rows)
     with open(args.json, "w") as handle:
         json.dump({"onnxruntime": ort.__version__, "torch": torch.__version__, "kernel_path": kernels.active_path(),
