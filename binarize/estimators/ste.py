@@ -46,7 +46,12 @@ class ClippedSTE(Estimator):
         return x.abs() <= 1  # a 1-byte mask instead of the input
 
     def backward_kept(self, inside: Tensor, grad: Tensor) -> Tensor:
-        # bool → float is a slow conversion on CPU, uint8 → float a fast one (same bytes)
+        if torch.compiler.is_compiling():
+            # inductor fuses the bool → float conversion into the product; the uint8 view (a
+            # bitcast) put the mask in a kernel of its own: compiled resnet18 on CPU, 1.52× float
+            # with the view, 1.15× without (paired, batch 8 at 112²)
+            return grad * inside
+        # eager: bool → float is a slow conversion on CPU, uint8 → float a fast one (same bytes)
         return inside.view(torch.uint8).to(grad.dtype).mul_(grad)
 
     def surrogate(self, x: Tensor) -> Tensor:

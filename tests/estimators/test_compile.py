@@ -118,3 +118,23 @@ def test_psa_chain_compiles_in_one_graph() -> None:
     chain = nn.Sequential(nn.Flatten(), nn.Linear(64, 32), nn.Linear(32, 32), nn.Linear(32, 32), nn.Linear(32, 4))
     layer = LayerConfig(weight_estimator="ste", input_estimator="psa")
     assert_compiles_like_eager(binarize.convert(chain, BinarizeConfig(layer=layer)).train(), torch.randn(3, 1, 8, 8))
+
+
+def test_compiled_clipped_ste_backward_has_no_dtype_bitcast() -> None:
+    """The eager rule reads its bool mask through a uint8 view (a fast conversion on CPU);
+    compiled, that bitcast kept the mask out of inductor's fusion (resnet18 on CPU: 1.52× float
+    with it, 1.15× without), so the traced backward multiplies by the mask directly."""
+    from torch._dynamo.backends.common import aot_autograd
+
+    backward_ops: list[str] = []
+
+    def record_backward(graph: torch.fx.GraphModule, example_inputs: list) -> torch.fx.GraphModule:
+        backward_ops.extend(str(node.target) for node in graph.graph.nodes if node.op == "call_function")
+        return graph
+
+    torch._dynamo.reset()
+    model = converted("clipped_ste")
+    compiled = torch.compile(model, backend=aot_autograd(fw_compiler=lambda g, _: g, bw_compiler=record_backward), fullgraph=True)
+    compiled(torch.randn(2, 3, 8, 8)).sum().backward()
+    assert backward_ops and "aten.mul.Tensor" in backward_ops
+    assert not [op for op in backward_ops if op.startswith("aten.view.dtype")], backward_ops
