@@ -188,3 +188,22 @@ def test_signs_are_measured_again_after_thresholds():
     report = provenance_of(model).report
     assert [row.fqn for row in report.rows if row.input_threshold] == ["3", "6"]
     assert all(f > 0.4 for f in informative(model).values())
+
+
+def test_a_psa_chain_trains_through_a_threshold():
+    """PSA links each binary layer's input estimator to the layer producing it; a threshold
+    before the first PSA input (a float layer with a large bias feeds it, 1.2 + noise: a few
+    % negative) must leave the chain linked, and both τ and the weights must get gradients."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(4, 64), nn.Linear(64, 64), nn.Linear(64, 64), nn.Linear(64, 3))
+    with torch.no_grad():
+        net[0].bias.fill_(1.2)
+    config = BinarizeConfig(layer=LayerConfig("dste", input_estimator="psa"))
+    binary = binarize.convert(net, config, example_inputs=(torch.randn(256, 4, generator=torch.Generator().manual_seed(1)),))
+    thresholds = [m for m in binary.modules() if isinstance(m, InputThreshold)]
+    assert len(thresholds) == 1
+    binary.train()
+    binary(torch.randn(16, 4)).square().sum().backward()
+    assert thresholds[0].tau.grad is not None and thresholds[0].tau.grad.abs().sum() > 0
+    for layer in (m for m in binary.modules() if isinstance(m, BinaryLayer)):
+        assert layer.weight.grad is not None and torch.isfinite(layer.weight.grad).all() and layer.weight.grad.abs().sum() > 0
